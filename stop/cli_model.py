@@ -1,0 +1,9 @@
+"""CLI commands: model."""
+
+from __future__ import annotations
+
+import click
+
+
+def register(cli: click.Group) -> None:
+    pass
