@@ -1,0 +1,162 @@
+"""The resolved settings of one self-improvement run, with the two budget profiles.
+
+`paper` is STOP's setting: each improver run gets 4 language-model calls of 6 responses and 25
+utility calls; the meta-utility runs a candidate improver 5 times and may itself be called 25
+times by the improver being improved. `tiny` keeps the same structure with budgets small enough
+that one round on the embedded 1.5B model finishes in minutes on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from stop.errors import StopError
+
+
+class ConfigError(StopError):
+    """A run setting is out of range or unknown."""
+
+
+# What each profile sets; anything given on the command line wins over the profile.
+PROFILES: dict[str, dict[str, Any]] = {
+    "paper": {
+        "rounds": 3,
+        "n_tests": 5,
+        "lm_budget": 4,
+        "max_responses_per_call": 6,
+        "utility_budget": 25,
+        "meta_lm_budget": 4,
+        "meta_max_responses_per_call": 6,
+        "meta_utility_budget": 25,
+        "max_tokens": 1024,
+        "improver_wall_s": 3600.0,
+        "self_improve_wall_s": 86400.0,
+    },
+    "tiny": {
+        "rounds": 1,
+        "n_tests": 1,
+        "lm_budget": 1,
+        "max_responses_per_call": 2,
+        "utility_budget": 3,
+        "meta_lm_budget": 1,
+        "meta_max_responses_per_call": 2,
+        "meta_utility_budget": 3,
+        "max_tokens": 768,
+        "improver_wall_s": 900.0,
+        "self_improve_wall_s": 3600.0,
+    },
+}
+
+PROFILE_HELP = {
+    "n_tests": "improver runs averaged by one meta-utility evaluation",
+    "lm_budget": "model calls per improver run on the base task",
+    "max_responses_per_call": "responses per model call on the base task",
+    "utility_budget": "utility calls per improver run on the base task",
+    "meta_lm_budget": "model calls of the improver improving itself",
+    "meta_max_responses_per_call": "responses per call when the improver improves itself",
+    "meta_utility_budget": "meta-utility calls allowed to the improver improving itself",
+    "max_tokens": "completion tokens per response",
+    "improver_wall_s": "wall-clock limit of one improver run on the base task (s)",
+    "self_improve_wall_s": "wall-clock limit of the improver improving itself (s)",
+}
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs to be repeated; stored as the run's config.json."""
+
+    task: str = "parity_noise"
+    model: str | None = None
+    api_base: str | None = None
+    profile: str = "tiny"
+    rounds: int = 1
+    n_tests: int = 1
+    lm_budget: int = 1
+    max_responses_per_call: int = 2
+    utility_budget: int = 3
+    meta_lm_budget: int = 1
+    meta_max_responses_per_call: int = 2
+    meta_utility_budget: int = 3
+    max_tokens: int = 768
+    improver_wall_s: float = 900.0
+    self_improve_wall_s: float = 3600.0
+    jobs: int = 2
+    seed: int = 0
+    sandbox: str = "docker"
+    margin: float = 0.0
+    alpha: float | None = 0.05
+    seed_improver: str = "meta_optimization"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_profile(cls, profile: str = "tiny", **overrides: Any) -> RunConfig:
+        if profile not in PROFILES:
+            raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+        values = {**PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
+        cfg = cls(profile=profile, **values)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RunConfig:
+        if not isinstance(data, dict):
+            raise ConfigError("run config must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"run config has unknown settings: {', '.join(unknown)}")
+        try:
+            cfg = cls(**data)
+        except TypeError as e:
+            raise ConfigError(f"run config is malformed: {e}") from None
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def validate(self) -> None:
+        def positive_int(name: str, lo: int = 1) -> None:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ConfigError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+        for name in ("n_tests", "lm_budget", "max_responses_per_call", "utility_budget",
+                     "meta_lm_budget", "meta_max_responses_per_call", "meta_utility_budget",
+                     "max_tokens", "jobs"):
+            positive_int(name)
+        positive_int("rounds", 0)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        for name in ("improver_wall_s", "self_improve_wall_s"):
+            v = getattr(self, name)
+            if not isinstance(v, int | float) or v <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {v!r}")
+        if not isinstance(self.margin, int | float) or not -1.0 <= self.margin <= 1.0:
+            raise ConfigError(f"margin must be a number between -1 and 1, got {self.margin!r}")
+        if self.alpha is not None and (not isinstance(self.alpha, int | float)
+                                       or not 0.0 < self.alpha < 1.0):
+            raise ConfigError(f"alpha must be between 0 and 1 (exclusive) or null, got {self.alpha!r}")
+        if self.sandbox not in ("docker", "process"):
+            raise ConfigError(f"sandbox must be docker or process, got {self.sandbox!r}")
+        if self.profile not in PROFILES:
+            raise ConfigError(f"unknown profile {self.profile!r}; choose one of {', '.join(PROFILES)}")
+        if not isinstance(self.task, str) or not self.task:
+            raise ConfigError("task must be a task name")
+        if self.seed_improver not in ("meta_optimization", "sandbox"):
+            raise ConfigError(f"seed_improver must be meta_optimization or sandbox, got {self.seed_improver!r}")
+
+
+def profile_table() -> str:
+    """The profiles side by side, for `stop run --help` and the docs."""
+    rows = [f"{'setting':<30} {'tiny':>8} {'paper':>8}"]
+    for key, what in PROFILE_HELP.items():
+        rows.append(f"{key:<30} {PROFILES['tiny'][key]!s:>8} {PROFILES['paper'][key]!s:>8}  {what}")
+    rows.append(f"{'rounds':<30} {PROFILES['tiny']['rounds']!s:>8} {PROFILES['paper']['rounds']!s:>8}"
+                f"  self-improvement rounds")
+    return "\n".join(rows)
