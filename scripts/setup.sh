@@ -35,6 +35,8 @@ CACHE="${STOP_CACHE_DIR:-$ROOT/.cache}"
 LOG_DIR="$CACHE/logs"
 STAMP="$VENV/.stop-install-stamp"
 DOCKERD_WAIT_S="${STOP_DOCKERD_WAIT_S:-90}"
+# Extra dockerd flags, e.g. a private socket and data root (with DOCKER_HOST pointing there).
+read -r -a DOCKERD_ARGS <<< "${STOP_DOCKERD_ARGS:-}"
 # The flags that keep llama.cpp off AMX: the default build crashes on CPUs that report it.
 LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
 
@@ -162,7 +164,7 @@ step_venv() {
 start_dockerd() {
     local log="$LOG_DIR/dockerd.log" pid waited=0
     mkdir -p "$LOG_DIR"
-    say "    starting dockerd $* (log: $log)"
+    say "    starting dockerd${*:+ $*} (log: $log)"
     if [[ "$DRY_RUN" == 1 ]]; then say "    \$ setsid nohup dockerd $* >>$log 2>&1 &"; return 0; fi
     # Its own session and no stdin: the engine must outlive this script and `make`.
     setsid nohup dockerd "$@" >>"$log" 2>&1 </dev/null &
@@ -199,18 +201,23 @@ step_docker() {
         say "      sudo usermod -aG docker $(id -un)   # if the engine runs but your user may not use it; log in again"
         fail "Docker engine not reachable"
     fi
-    command -v dockerd >/dev/null 2>&1 || [[ "$DRY_RUN" == 1 ]] \
-        || fail "dockerd is not installed: apt-get install -y docker.io"
-    if pgrep -x dockerd >/dev/null 2>&1; then
+    if ! command -v dockerd >/dev/null 2>&1; then
+        command -v apt-get >/dev/null 2>&1 || fail "dockerd is not installed; install Docker Engine"
+        say "    dockerd is not installed: installing docker.io"
+        DEBIAN_FRONTEND=noninteractive run_cmd apt-get update -q
+        DEBIAN_FRONTEND=noninteractive run_cmd apt-get install -y -q --no-install-recommends docker.io
+    fi
+    # A dockerd that is still starting answers on the default socket soon; do not start a second.
+    if [[ -z "${DOCKER_HOST:-}" ]] && pgrep -x dockerd >/dev/null 2>&1; then
         say "    a dockerd process exists but does not answer yet; waiting up to ${DOCKERD_WAIT_S}s"
         local waited=0
         while ! docker_answers && (( waited < DOCKERD_WAIT_S )); do sleep 1; waited=$((waited + 1)); done
         docker_answers || fail "dockerd runs (pid $(pgrep -x dockerd | head -1)) but \`docker info\` fails; see its log or restart it"
-    elif ! start_dockerd; then
+    elif ! start_dockerd "${DOCKERD_ARGS[@]}"; then
         # Inside some containers iptables is not usable; the sandbox needs no bridge network.
         if grep -qi iptables "$LOG_DIR/dockerd.log" 2>/dev/null; then
             say "    retrying without iptables and the default bridge (sandboxes run with --network none)"
-            start_dockerd --iptables=false --bridge=none \
+            start_dockerd "${DOCKERD_ARGS[@]}" --iptables=false --bridge=none \
                 || fail "dockerd did not start; see $LOG_DIR/dockerd.log"
         else
             fail "dockerd did not start; see $LOG_DIR/dockerd.log"
