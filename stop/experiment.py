@@ -208,9 +208,9 @@ class RuntimeProbe:
 
 
 def _static_findings(source: str, candidate_hash: str) -> list[AuditFinding]:
-    from stop.scan import scan_source
+    from stop.scan import scan
 
-    return list(scan_source(source, role="improver", candidate_hash=candidate_hash))
+    return list(scan(source, role="improver", candidate_hash=candidate_hash))
 
 
 # ---------------------------------------------------------------- one attempt
