@@ -275,3 +275,23 @@ def _transfer_html(table: dict[str, Any]) -> str:
             f"trial(s) per cell; model {_e(table.get('model'))}.</p>")
     return text + _table(heads, rows, {1, 2, 3}) + f"<details><summary>as text</summary><pre>" \
         f"{_e(format_table(table))}</pre></details>"
+
+
+def compare_runs(runs: list[Run], out: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """One figure with the meta-utility curves of several runs; returns it and a summary per run."""
+    from stop import plots
+
+    data, summary = [], []
+    for run in runs:
+        series = round_series(run)
+        model = run.config().get("model") or "embedded"
+        data.append((f"{run.id} ({model})", series))
+        last = series[-1] if series else None
+        final = None
+        if last:
+            block = "candidate" if last["adopted"] else "incumbent"
+            final = {s: last[block][s] for s in SPLITS}
+        summary.append({"run": run.id, "model": model, "rounds": len(series),
+                        "adopted": sum(1 for r in series if r["adopted"]), "final": final,
+                        "first": {s: series[0]["incumbent"][s] for s in SPLITS} if series else None})
+    return plots.plot_compare(data, out), summary

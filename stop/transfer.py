@@ -58,6 +58,7 @@ class TrialSpec:
     arm: str
     trial: int
     improver_hash: str | None
+    model: str | None = None
 
     @property
     def scope(self) -> str:
@@ -67,7 +68,8 @@ class TrialSpec:
     def matches(self, event: dict[str, Any]) -> bool:
         return (event.get("task") == self.task and event.get("arm") == self.arm
                 and event.get("trial") == self.trial
-                and event.get("improver_hash") == self.improver_hash)
+                and event.get("improver_hash") == self.improver_hash
+                and (self.arm == "seed" or event.get("model") == self.model))
 
 
 def final_round(run: Run) -> int:
@@ -84,10 +86,11 @@ def final_round(run: Run) -> int:
     return max(rounds)
 
 
-def plan_trials(tasks: Iterable[str], trials: int, seed_hash: str,
-                improver_hash: str) -> list[TrialSpec]:
+def plan_trials(tasks: Iterable[str], trials: int, seed_hash: str, improver_hash: str,
+                model: str | None) -> list[TrialSpec]:
     hashes = {"seed": None, "seed_improver": seed_hash, "improver": improver_hash}
-    return [TrialSpec(t, arm, k, hashes[arm]) for t in tasks for arm in ARMS for k in range(trials)]
+    return [TrialSpec(t, arm, k, hashes[arm], None if arm == "seed" else model)
+            for t in tasks for arm in ARMS for k in range(trials)]
 
 
 def finished_trials(run: Run) -> list[dict[str, Any]]:
@@ -96,12 +99,14 @@ def finished_trials(run: Run) -> list[dict[str, Any]]:
 
 def summarize(trials: list[dict[str, Any]], tasks: Iterable[str], *,
               hashes: dict[str, str | None] | None = None, max_trials: int | None = None,
-              level: float = 0.95) -> list[dict[str, Any]]:
+              model: str | None = None, level: float = 0.95) -> list[dict[str, Any]]:
     """Rows of the transfer table from `transfer_trial` events.
 
-    hashes picks the improver of each arm (None: any); max_trials keeps trials 0..K-1 only.
-    Each arm's cell is {"mean", "lo", "hi", "n", "scores", "failed"}, scores being fractions in
-    [0, 1]; a trial whose improver failed scores 0 and is counted in "failed".
+    hashes picks the improver of each arm (None: any); model, the model of the improver arms
+    (None: any); max_trials keeps trials 0..K-1 only.
+    Each arm's cell is {"mean", "lo", "hi", "n", "scores", "fallbacks"}, scores being fractions
+    in [0, 1]; "fallbacks" counts trials whose improver returned nothing usable (scored as the
+    unchanged seed solution).
     """
     rows = []
     for task in tasks:
@@ -114,6 +119,8 @@ def summarize(trials: list[dict[str, Any]], tasks: Iterable[str], *,
                     continue
                 if want is not None and e.get("improver_hash") != want:
                     continue
+                if model is not None and arm != "seed" and e.get("model") != model:
+                    continue
                 if max_trials is not None and e.get("trial", 0) >= max_trials:
                     continue
                 chosen[e.get("trial", 0)] = e  # a later record of the same trial wins
@@ -123,7 +130,7 @@ def summarize(trials: list[dict[str, Any]], tasks: Iterable[str], *,
                 continue
             m, lo, hi = mean_ci(scores, level)
             row[arm] = {"mean": m, "lo": lo, "hi": hi, "n": len(scores), "scores": scores,
-                        "failed": sum(1 for k in chosen if chosen[k].get("status") != "ok")}
+                        "fallbacks": sum(1 for k in chosen if chosen[k].get("status") == "fallback")}
         rows.append(row)
     return rows
 
@@ -149,10 +156,10 @@ def format_table(table: dict[str, Any]) -> str:
     for row in table["rows"]:
         pub = row.get("published") or {}
         paper = " / ".join(_pub(pub.get(a)) for a in ARMS) if pub else "-"
-        fails = sum((row.get(a) or {}).get("failed", 0) for a in ARMS)
+        fails = sum((row.get(a) or {}).get("fallbacks", 0) for a in ARMS)
         note = pub.get("note", "")
         if fails:
-            note = f"{note}; {fails} failed trial(s) scored 0".lstrip("; ")
+            note = f"{note}; {fails} trial(s) fell back to the seed solution".lstrip("; ")
         body.append([row["task"], *(_pct(row.get(a)) for a in ARMS), paper, note])
     widths = [max(len(str(x)) for x in col) for col in zip(heads, *body, strict=True)]
     line = "  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True))
@@ -184,19 +191,21 @@ def load_table(run: Run) -> dict[str, Any] | None:
             else "improver"}
 
 
-Improve = Callable[[str, Any, TrialSpec], str]
+Improve = Callable[[str, Any, TrialSpec], dict[str, Any]]
 Score = Callable[[Any, str], float]
 
 
 def execute_trials(run: Run, specs: list[TrialSpec], *, improve: Improve, score: Score,
-                   task_objects: dict[str, Any], sources: dict[str, str], model: str,
+                   task_objects: dict[str, Any], sources: dict[str, str], model: str | None,
                    improver_rounds: dict[str, int | None], jobs: int = 1,
                    on_trial: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Run the trials not yet in the log; append one `transfer_trial` event per finished trial.
 
-    improve(improver_source, task, spec) returns the improved solution source; an exception
-    there makes the trial a failure scored 0 (with the error kept), like a crashed improver in
-    the meta-utility. score(task, source) returns the test score in [0, 1].
+    improve(improver_source, task, spec) returns {"returned": source, "fallback": bool,
+    "reason": str}: an improver that crashes or returns no source counts as returning its input
+    unchanged (the meta-utility's rule), so such a trial scores the seed solution and is marked
+    "fallback". score(task, source) returns the test score in [0, 1]. Any exception (model or
+    sandbox unavailable, interrupt) stops the transfer; finished trials stay in the log.
     """
     done = finished_trials(run)
     pending = [s for s in specs if not any(s.matches(e) for e in done)]
@@ -206,48 +215,163 @@ def execute_trials(run: Run, specs: list[TrialSpec], *, improve: Improve, score:
     def one(spec: TrialSpec) -> dict[str, Any]:
         task = task_objects[spec.task]
         start = time.monotonic()
-        status, error, solution = "ok", None, task.seed_source
+        status, reason, solution = "ok", None, task.seed_source
         if spec.arm != "seed":
-            try:
-                solution = improve(sources[spec.arm], task, spec)
-                if not isinstance(solution, str):
-                    raise TypeError(f"improver returned {type(solution).__name__}, not source text")
-            except StopError as e:
-                if not _trial_level(e):
-                    raise
-                status, error, solution = "improver_failed", str(e), None
-            except Exception as e:  # noqa: BLE001 - one trial's failure is recorded, not fatal
-                status, error, solution = "improver_failed", f"{type(e).__name__}: {e}", None
-        value = score(task, solution) if solution is not None else 0.0
+            outcome = improve(sources[spec.arm], task, spec)
+            solution = outcome["returned"]
+            if outcome.get("fallback"):
+                status, reason = "fallback", outcome.get("reason")
+        value = score(task, solution)
         event = {"task": spec.task, "arm": spec.arm, "trial": spec.trial, "status": status,
                  "score": float(value), "improver_round": improver_rounds.get(spec.arm),
                  "improver_hash": spec.improver_hash, "model": model if spec.arm != "seed" else None,
-                 "solution_hash": source_hash(solution) if solution is not None else None,
-                 "wall_s": round(time.monotonic() - start, 3), "error": error}
+                 "solution_hash": source_hash(solution),
+                 "wall_s": round(time.monotonic() - start, 3), "error": reason}
         with lock:
             recorder.record("transfer_trial", **event)
         if on_trial:
             on_trial(event)
         return event
 
-    results = []
     if jobs <= 1:
-        for spec in pending:
-            results.append(one(spec))
-        return results
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return [one(spec) for spec in pending]
+    results = []
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="transfer") as pool:
         futures = [pool.submit(one, s) for s in pending]
-        for f in as_completed(futures):
-            results.append(f.result())
+        try:
+            for f in as_completed(futures):
+                results.append(f.result())
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
     return results
 
 
-def _trial_level(e: StopError) -> bool:
-    """Errors that end one trial (a budget spent, a model refusing) rather than the transfer.
+def run_transfer(run: Run, *, tasks: list[str], trials: int = 5, improver_round: int | None = None,
+                 jobs: int = 1, model_spec: str | None = None, sandbox: Any = None,
+                 model: Any = None,
+                 on_trial: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Evaluate (resuming) and store the transfer table of a run; returns the table.
 
-    A sandbox that cannot start or a model backend that is unreachable would fail every trial
-    the same way; those stop the transfer so it can be resumed once fixed.
+    The model is the run's (config.json) unless model_spec or a Model object is given; the
+    sandbox is the run's backend unless a Sandbox is given. Budgets per improver run are the
+    run's base-task budgets (lm_budget, max_responses_per_call, utility_budget, max_tokens,
+    improver_wall_s).
     """
-    fatal = ("SandboxUnavailable", "ConfigError", "TaskError", "StoreError", "ModelError",
-             "BudgetExceeded")
-    return not any(c.__name__ in fatal for c in type(e).__mro__)
+    from stop.improver import meta_setup
+    from stop.tasks import load_task
+
+    if trials < 1:
+        raise TransferError("--trials must be at least 1")
+    if jobs < 1:
+        raise TransferError("--jobs must be at least 1")
+    if not tasks:
+        raise TransferError("no tasks given")
+    config = run.config()
+    task_objects = {}
+    for name in dict.fromkeys(tasks):
+        t = load_task(name)
+        if t.kind != "solve":
+            raise TransferError(f"task {name} is a {t.kind} task; transfer needs solve tasks")
+        task_objects[name] = t
+    last = final_round(run)
+    chosen = last if improver_round is None else improver_round
+    if chosen < 0 or not run.improver_path(chosen).exists():
+        raise TransferError(f"run {run.id} has no improver for round {chosen} "
+                            f"(rounds 0..{last} exist)")
+    seed_task = load_task(str(config.get("seed_improver") or "meta_optimization"))
+    seed_src = (run.read_improver(0) if run.improver_path(0).exists() else seed_task.seed_source)
+    sources = {"seed_improver": seed_src, "improver": run.read_improver(chosen)}
+    _, _, _, flag = meta_setup(seed_task)
+    budgets = _budgets(config)
+
+    spec_str = model_spec or config.get("model") or "embedded"
+    # Trials are identified by the model as the user names it, so a finished transfer is read
+    # back without starting a model or a sandbox.
+    model_name = getattr(model, "name", None) or str(spec_str)
+    specs = plan_trials(task_objects, trials, source_hash(seed_src),
+                        source_hash(sources["improver"]), model_name)
+    done = finished_trials(run)
+    if any(not any(s.matches(e) for e in done) for s in specs):
+        _execute(run, specs, config=config, model=model, spec_str=spec_str, sandbox=sandbox,
+                 sources=sources, task_objects=task_objects, chosen=chosen, flag=flag,
+                 model_name=model_name, jobs=jobs, on_trial=on_trial)
+    hashes = {"seed_improver": source_hash(seed_src), "improver": source_hash(sources["improver"])}
+    table = {
+        "run": run.id, "tasks": list(task_objects), "trials": trials, "model": model_name,
+        "improver_round": chosen, "improver_hash": hashes["improver"],
+        "seed_improver_hash": hashes["seed_improver"],
+        "improver_label": f"round {chosen} improver",
+        "budgets": budgets,
+        "method": "mean over trials with a two-sided 95% Student t interval",
+        "rows": summarize(finished_trials(run), task_objects, hashes=hashes, max_trials=trials,
+                          model=model_name),
+    }
+    run.write_json("transfer.json", table)
+    return table
+
+
+def _budgets(config: dict[str, Any]) -> dict[str, Any]:
+    return {"lm_calls": int(config.get("lm_budget", 4)),
+            "responses_per_call": int(config.get("max_responses_per_call", 6)),
+            "utility_calls": int(config.get("utility_budget", 25)),
+            "max_tokens": int(config.get("max_tokens", 1024)),
+            "wall_s": float(config.get("improver_wall_s", 3600.0))}
+
+
+def _execute(run: Run, specs: list[TrialSpec], *, config: dict[str, Any], model: Any,
+             spec_str: str, sandbox: Any, sources: dict[str, str], task_objects: dict[str, Any],
+             chosen: int, flag: bool, model_name: str, jobs: int,
+             on_trial: Callable[[dict[str, Any]], None] | None) -> None:
+    """Open the model and the sandbox (unless given) and run the pending trials."""
+    from stop.gateway import Gateway, LanguageModel
+    from stop.improver import Host, HostUtility, Memo, run_improver_outcome
+    from stop.records import ExecLimits
+    from stop.tasks import score_solution
+
+    b = _budgets(config)
+    recorder = run.recorder(phase="transfer")
+    own_model, own_sandbox = model is None, sandbox is None
+    if model is None:
+        from stop.models import resolve_model
+
+        model = resolve_model(None if spec_str == "embedded" else spec_str,
+                              api_base=config.get("api_base"))
+    try:
+        if sandbox is None:
+            from stop.sandbox import open_sandbox
+
+            sandbox = open_sandbox(str(config.get("sandbox", "docker")))
+        gateway = Gateway(model, recorder=recorder)
+        host = Host(sandbox=sandbox, gateway=gateway, recorder=recorder, jobs=jobs,
+                    memo=Memo(run.events()))
+
+        def test_score(task: Any, source: str) -> float:
+            return float(score_solution(task, source, split="test", sandbox=sandbox,
+                                        recorder=recorder).score)
+
+        def improve(source: str, task: Any, spec: TrialSpec) -> dict[str, Any]:
+            rec = recorder.bind(task=spec.task, arm=spec.arm, trial=spec.trial)
+            lm = LanguageModel(gateway, budget=b["lm_calls"],
+                               max_responses_per_call=b["responses_per_call"],
+                               scope=f"{spec.scope}/lm", max_tokens=b["max_tokens"])
+            utility = HostUtility(host, spec.scope, lambda src, _s: {"value": float(
+                score_solution(task, src, split="val", sandbox=sandbox, recorder=rec).score)},
+                task.name)
+            out = run_improver_outcome(
+                source, initial_solution=task.seed_source, description=task.description,
+                utility_fn=utility, lm=lm, sandbox=sandbox, recorder=rec,
+                limits=ExecLimits(wall_s=b["wall_s"]), use_sandbox_param=flag,
+                utility_budget=b["utility_calls"])
+            return {"returned": out.returned, "fallback": out.fallback, "reason": out.reason}
+
+        execute_trials(run, specs, improve=improve, score=test_score, task_objects=task_objects,
+                       sources=sources, model=model_name,
+                       improver_rounds={"seed": None, "seed_improver": 0, "improver": chosen},
+                       jobs=jobs, on_trial=on_trial)
+    finally:
+        if own_sandbox and sandbox is not None:
+            sandbox.close()
+        if own_model:
+            model.close()
