@@ -123,9 +123,10 @@ def _read_solution(task: Any, solution: str) -> str:
 def _open_sandbox(backend: str) -> Any:
     try:
         from stop.sandbox import open_sandbox
+
+        return open_sandbox(backend)
     except ImportError as e:
-        raise StopError(f"the sandbox module is not available ({e})") from None
-    return open_sandbox(backend)
+        raise StopError(f"the {backend} sandbox is not available in this installation ({e})") from None
 
 
 def _score_meta() -> Any:
