@@ -1,0 +1,301 @@
+"""The Docker backend: one fresh hardened container per execution, killed from outside.
+
+Threat model: the container is the wall. It has no network, a read-only root, a noexec tmpfs,
+no capabilities, a non-root user, pids/memory/CPU/file limits and an empty environment; no host
+path and never the Docker socket is mounted. The host owns the clock: it kills the container at
+the deadline and reads the outcome (exit code, OOM kill) from the engine, not from the
+candidate. Output is read in chunks and only counted past the limit, so a flood costs the host
+nothing. Every container carries labels naming its owner process; containers are removed after
+use, at exit, on interrupt, and (if a crashed process left some) when the next sandbox opens.
+
+Stdio goes over the engine's attach socket (the multiplexed stream: 8-byte headers, stdout =
+protocol channel, stderr = the candidate's stderr). Attaching to an already running container
+is what lets a pool of pre-started containers hide the start cost.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from stop.bridge import ServiceHandler
+from stop.records import ExecLimits, ExecResult
+from stop.sandbox import Execution, SandboxUnavailable, error_result, report
+
+LABEL = "stop.sandbox"
+OWNER = "stop.owner"
+HARNESS_CMD = ["python3", "-I", "/opt/stop/harness.py"]
+DRAIN_S = 5.0
+_LIVE: set[str] = set()
+_LIVE_LOCK = threading.Lock()
+_CLIENTS: list[Any] = []
+
+
+def _owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _cleanup_live() -> None:
+    with _LIVE_LOCK:
+        ids = list(_LIVE)
+        _LIVE.clear()
+    if not ids or not _CLIENTS:
+        return
+    api = _CLIENTS[0]
+    for cid in ids:
+        try:
+            api.remove_container(cid, force=True)
+        except Exception:
+            pass
+
+
+atexit.register(_cleanup_live)
+
+
+def _pool_key(limits: ExecLimits) -> tuple:
+    """Limits fixed at container creation; wall clock and output are enforced per execution."""
+    return (limits.memory_mb, limits.cpus, limits.pids, limits.nofile, limits.fsize_mb,
+            limits.tmpfs_mb)
+
+
+class DockerSandbox:
+    name = "docker"
+
+    def __init__(self, image: str | None = None, *, pool_size: int = 0) -> None:
+        try:
+            import docker
+        except ImportError as e:
+            raise SandboxUnavailable("the `docker` Python package is missing: pip install docker"
+                                     ) from e
+        try:
+            self.client = docker.from_env(timeout=120)
+            self.client.ping()
+        except Exception as e:
+            raise SandboxUnavailable(
+                "Docker engine not reachable: start dockerd (or `apt-get install docker.io`), "
+                f"or pass --sandbox process ({type(e).__name__})") from None
+        self.api = self.client.api
+        _CLIENTS.append(self.api)
+        if image is None:
+            from stop.image import ensure_image
+
+            image = ensure_image()
+        self.image = image
+        self.pool_size = max(0, int(pool_size))
+        self._pool: dict[tuple, deque[str]] = {}
+        self._pool_lock = threading.Lock()
+        self._filling: dict[tuple, int] = {}
+        self._bg = ThreadPoolExecutor(2, thread_name_prefix="stop-docker")
+        self._closed = False
+        self.reap_stale()
+        if self.pool_size:
+            self._refill(ExecLimits())
+
+    # ---- container lifecycle ---------------------------------------------------------------
+
+    def _create(self, limits: ExecLimits) -> str:
+        from docker.types import Ulimit
+
+        fsize = limits.fsize_mb * 1024 * 1024
+        host = self.api.create_host_config(
+            network_mode="none", read_only=True, ipc_mode="none", init=True,
+            tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={limits.tmpfs_mb}m"},
+            cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=limits.pids,
+            mem_limit=f"{limits.memory_mb}m", memswap_limit=f"{limits.memory_mb}m",
+            nano_cpus=int(limits.cpus * 1e9),
+            ulimits=[Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile),
+                     Ulimit(name="fsize", soft=fsize, hard=fsize),
+                     Ulimit(name="core", soft=0, hard=0)],
+        )
+        c = self.api.create_container(
+            self.image, command=HARNESS_CMD, user="65534:65534", environment={},
+            working_dir="/tmp", hostname="sandbox", stdin_open=True, tty=False,
+            network_disabled=True, labels={LABEL: "1", OWNER: _owner_id()}, host_config=host)
+        cid = c["Id"]
+        with _LIVE_LOCK:
+            _LIVE.add(cid)
+        try:
+            self.api.start(cid)
+        except Exception:
+            self._remove(cid)
+            raise
+        return cid
+
+    def _remove(self, cid: str) -> None:
+        try:
+            self.api.remove_container(cid, force=True)
+        except Exception:
+            pass
+        with _LIVE_LOCK:
+            _LIVE.discard(cid)
+
+    def reap_stale(self) -> int:
+        """Remove labelled containers whose owning process on this host is gone."""
+        n = 0
+        host = socket.gethostname()
+        for c in self.api.containers(all=True, filters={"label": LABEL}):
+            owner = (c.get("Labels") or {}).get(OWNER, "")
+            h, _, pid = owner.rpartition(":")
+            if h != host or not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                os.kill(int(pid), 0)
+                continue
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            self._remove(c["Id"])
+            n += 1
+        return n
+
+    # ---- the pool of pre-started one-shot containers ---------------------------------------
+
+    def _refill(self, limits: ExecLimits) -> None:
+        key = _pool_key(limits)
+        with self._pool_lock:
+            have = len(self._pool.get(key, ())) + self._filling.get(key, 0)
+            want = self.pool_size - have
+            if want <= 0 or self._closed:
+                return
+            self._filling[key] = self._filling.get(key, 0) + want
+        for _ in range(want):
+            self._bg.submit(self._fill_one, key, limits)
+
+    def _fill_one(self, key: tuple, limits: ExecLimits) -> None:
+        try:
+            cid = self._create(limits)
+        except Exception:
+            cid = None
+        with self._pool_lock:
+            self._filling[key] -= 1
+            if cid is not None and not self._closed:
+                self._pool.setdefault(key, deque()).append(cid)
+                return
+        if cid is not None:
+            self._remove(cid)
+
+    def _acquire(self, limits: ExecLimits) -> str:
+        if self.pool_size:
+            key = _pool_key(limits)
+            with self._pool_lock:
+                q = self._pool.get(key)
+                cid = q.popleft() if q else None
+            self._refill(limits)
+            if cid is not None:
+                return cid
+        return self._create(limits)
+
+    def close(self) -> None:
+        with self._pool_lock:
+            self._closed = True
+            ids = [cid for q in self._pool.values() for cid in q]
+            self._pool.clear()
+        self._bg.shutdown(wait=True)
+        for cid in ids:
+            self._remove(cid)
+
+    # ---- one execution ----------------------------------------------------------------------
+
+    def execute(self, job: dict, *, limits: ExecLimits, role: str,
+                services: ServiceHandler | None = None, recorder: Any | None = None
+                ) -> ExecResult:
+        holder: dict[str, Any] = {}
+
+        def send(data: bytes) -> None:
+            holder["sock"].sendall(data)
+
+        ex = Execution(job, limits=limits, role=role, services=services, backend=self.name,
+                       send=send)
+        t0 = time.monotonic()
+        cid = None
+        try:
+            cid = self._acquire(limits)
+            sock = self._attach(cid)
+            holder["sock"] = sock
+            sock.sendall(ex.job_line)
+            timed_out = self._pump(sock, ex, t0, cid)
+            wall = time.monotonic() - t0
+            try:
+                sock.close()
+            except OSError:
+                pass
+            state = self._final_state(cid)
+            result = ex.verdict(exit_code=state.get("ExitCode"), oom=bool(state.get("OOMKilled")),
+                                timed_out=timed_out, wall_s=wall)
+        except SandboxUnavailable:
+            raise
+        except Exception as e:
+            result = error_result(job, role, self.name,
+                                  f"sandbox failure: {type(e).__name__}: {e}")
+            result.findings = ex.static + ex.session.findings
+        finally:
+            ex.session.close()
+            if cid is not None:
+                self._bg.submit(self._remove, cid) if not self._closed else self._remove(cid)
+        return report(result, role=role, limits=limits, kind=job["kind"], recorder=recorder,
+                      requests=ex.session.requests)
+
+    def _attach(self, cid: str) -> socket.socket:
+        resp = self.api.attach_socket(
+            cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        sock = getattr(resp, "_sock", resp)
+        sock.settimeout(None)
+        return sock
+
+    def _pump(self, sock: socket.socket, ex: Execution, t0: float, cid: str) -> bool:
+        """Demultiplex the attach stream until it ends; kill at the deadline. True if killed."""
+        buf = bytearray()
+        killed_at: float | None = None
+        while True:
+            now = time.monotonic()
+            if killed_at is None:
+                left = ex.limits.wall_s + ex.session.service_seconds() - (now - t0)
+                if left <= 0:
+                    try:
+                        self.api.kill(cid)
+                    except Exception:
+                        pass
+                    killed_at = now
+                    continue
+                wait = min(left, 0.5)
+            else:
+                if now - killed_at > DRAIN_S:
+                    return True
+                wait = 0.5
+            ready, _, _ = select.select([sock], [], [], wait)
+            if not ready:
+                continue
+            data = sock.recv(262144)
+            if not data:
+                return killed_at is not None
+            buf += data
+            while len(buf) >= 8:
+                stream, size = buf[0], struct.unpack(">I", buf[4:8])[0]
+                if len(buf) < 8 + size:
+                    break
+                payload = bytes(buf[8:8 + size])
+                del buf[:8 + size]
+                if stream == 1:
+                    ex.session.feed_protocol(payload)
+                else:
+                    ex.session.feed_stderr(payload)
+
+    def _final_state(self, cid: str) -> dict:
+        try:
+            self.api.wait(cid, timeout=10)
+        except Exception:
+            try:
+                self.api.kill(cid)
+                self.api.wait(cid, timeout=10)
+            except Exception:
+                pass
+        return self.api.inspect_container(cid).get("State", {})
