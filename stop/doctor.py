@@ -132,28 +132,20 @@ def _model_check(which: str, required: bool) -> Check:
     fix = "stop model install" if which == "embedded" else "stop model install --smoke"
     try:
         local_model = importlib.import_module("stop.local_model")
+        info = local_model.verify_weights(which)
     except ImportError as e:
         return Check(label, False, f"model support missing from this install: {e}", fix, required)
-    try:
-        st = local_model.model_status(which)
-    except Exception as e:  # a corrupt file or an unreadable cache is a finding, not a crash
-        return Check(label, False, f"status failed: {e}", fix, required)
-    return _model_status_check(label, st, fix, required)
-
-
-def _model_status_check(label: str, st: Any, fix: str, required: bool) -> Check:
-    path = getattr(st, "path", None)
-    present = bool(getattr(st, "present", False) or getattr(st, "exists", False))
-    verified = getattr(st, "sha256_ok", None)
-    if verified is None:
-        verified = getattr(st, "verified", None)
-    if not present:
+    except OSError as e:  # an unreadable file or cache is a finding, not a crash
+        return Check(label, False, f"cannot read the weights: {e}", fix, required)
+    path = info.get("path")
+    if not info.get("exists"):
         return Check(label, False, f"not installed (expected at {path})", fix, required)
-    if verified is False:
-        return Check(label, False, f"{path}: sha256 does not match", f"{fix} --force", required)
-    size = getattr(st, "size", None)
-    size_text = f", {size / 1e6:.0f} MB" if isinstance(size, int) else ""
-    return Check(label, True, f"{path}{size_text}, sha256 ok", "", required)
+    if not info.get("ok"):
+        return Check(label, False, f"{path}: size or sha256 does not match the published file "
+                     f"(sha256 {str(info.get('sha256'))[:16]}..)", f"rm {path} && {fix}", required)
+    size = info.get("size") or 0
+    checked = "sha256 ok" if info.get("expected_sha256") else "present"
+    return Check(label, True, f"{path} ({size / 1e6:.0f} MB, {checked})", "", required)
 
 
 def _provider_of(spec: str) -> str | None:

@@ -55,7 +55,7 @@ def test_fresh_checkout_reports_image_and_model_missing_with_fixes(tmp_path):
     model = checks["embedded model"]
     assert model["ok"] is False and model["required"] is True
     assert model["fix"].startswith("stop model install")
-    assert str(cache) in model["detail"] or "model support missing" in model["detail"]
+    assert f"not installed (expected at {cache}" in model["detail"]
 
 
 def test_unreachable_engine_is_reported_with_its_fix(tmp_path):
@@ -79,6 +79,19 @@ def test_text_report_names_each_missing_part_and_fix(tmp_path):
         "fix: sudo bash scripts/setup.sh --only docker" in r.stdout
     assert "fix: stop model install" in r.stdout
     assert "needed part(s) missing" in r.stdout.splitlines()[-1]
+
+
+def test_corrupt_weights_are_reported_with_their_fix(tmp_path, monkeypatch):
+    from stop import local_model
+
+    monkeypatch.setenv("STOP_CACHE_DIR", str(tmp_path))
+    weights = tmp_path / "models" / local_model.EMBEDDED.file
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"GGUF" + b"\0" * 4096)
+    check = doctor._model_check("embedded", required=True)
+    assert not check.ok
+    assert "does not match" in check.detail and str(weights) in check.detail
+    assert check.fix == f"rm {weights} && stop model install"
 
 
 def test_provider_model_needs_its_key_and_not_the_embedded_model(monkeypatch):
