@@ -84,7 +84,8 @@ def plot_meta_utility(series: list[dict[str, Any]], path: Path, title: str = "")
                         label=label)
         ax.set_xticks(sorted({r["round"] for r in series}))
     axes[0].set_ylabel("meta-utility (mean score, 95% t interval)")
-    axes[0].legend(loc="best", fontsize=8)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(loc="best", fontsize=8)
     fig.suptitle(title or "Meta-utility per round")
     return _save(fig, path)
 
@@ -182,40 +183,58 @@ def plot_transfer(rows: list[dict[str, Any]], path: Path, improver_label: str = 
     return _save(fig, path)
 
 
+def held_curve(series: list[dict[str, Any]], split: str) -> list[tuple[int, dict, bool]]:
+    """(round, point, adopted) for the improver held after each round; round 0 is the seed as
+    measured in round 1. After an adoption the held improver's score is the candidate's."""
+    if not series or not series[0]["incumbent"].get(split):
+        return []
+    out = [(series[0]["round"] - 1, series[0]["incumbent"][split], False)]
+    for r in series:
+        p = r["candidate"].get(split) if r["adopted"] else r["incumbent"].get(split)
+        if p:
+            out.append((r["round"], p, bool(r["adopted"])))
+    return out
+
+
 def plot_compare(runs: list[tuple[str, list[dict[str, Any]]]], path: Path) -> Path:
-    """Meta-utility curves of several runs on one figure: incumbent lines, candidate markers."""
+    """The held improver's meta-utility per round for several runs on one figure."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
     for ax, split in zip(axes, ("val", "test"), strict=True):
         ax.set_title(f"{split} split")
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         drawn = False
         for k, (label, series) in enumerate(runs):
             colour = RUN_COLOURS[k % len(RUN_COLOURS)]
-            pts = [(r["round"], r["incumbent"][split]) for r in series if r["incumbent"].get(split)]
-            if pts:
-                errs = list(zip(*[_err(p) for _, p in pts], strict=True))
-                ax.errorbar([x for x, _ in pts], [p["mean"] for _, p in pts], yerr=errs,
-                            color=colour, marker="o", capsize=3, lw=2, label=label)
-                drawn = True
-            cps = [(r["round"], r["candidate"][split], r["adopted"]) for r in series
-                   if r["candidate"].get(split)]
-            for x, p, adopted in cps:
-                ax.plot([x + 0.1], [p["mean"]], marker="s", ms=7, color=colour,
-                        mfc=colour if adopted else "white", mew=1.5, ls="none")
+            pts = held_curve(series, split)
+            if not pts:
+                continue
+            dodge = 0.06 * (k - (len(runs) - 1) / 2)
+            xs = [x + dodge for x, _, _ in pts]
+            errs = list(zip(*[_err(p) for _, p, _ in pts], strict=True))
+            ax.errorbar(xs, [p["mean"] for _, p, _ in pts], yerr=errs, color=colour, capsize=3,
+                        lw=2, label=label)
+            for x, (_, p, adopted) in zip(xs, pts, strict=True):
+                ax.plot([x], [p["mean"]], marker="o", ms=7, color=colour, ls="none",
+                        mfc=colour if adopted else "white", mew=1.5)
+            drawn = True
         if not drawn:
             _empty(ax, f"no {split} scores recorded")
-    axes[0].set_ylabel("meta-utility of the incumbent (95% t interval)")
+    axes[0].set_ylabel("meta-utility of the held improver (95% t interval)")
     handles, labels = axes[0].get_legend_handles_labels()
     if not handles:
         handles, labels = axes[1].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=9,
+        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=9,
                    bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle("Meta-utility per round (squares: candidates; filled = adopted)")
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.suptitle("Meta-utility of the improver held after each round "
+                 "(round 0: the seed; filled: a candidate was adopted)")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", bbox_inches="tight")
     plt.close(fig)
     return path
