@@ -54,8 +54,12 @@ def transfer(run_ref: str, tasks: tuple[str, ...], trials: int, improver_round: 
         click.echo(f"  {event['task']:<30} {event['arm']:<14} trial {event['trial']}: "
                    f"{100 * event['score']:.1f}%{extra}", err=True)
 
+    def start(pending: int, total: int, label: str) -> None:
+        click.echo(f"transfer of run {run.id} ({label}): {total - pending} of {total} trials "
+                   f"already done, {pending} to run", err=True)
+
     table = run_transfer(run, tasks=chosen, trials=trials, improver_round=improver_round,
-                         jobs=jobs, model_spec=model_spec, on_trial=progress)
+                         jobs=jobs, model_spec=model_spec, on_trial=progress, on_start=start)
     click.echo(json.dumps(_clean(table), indent=2) if as_json else format_table(table))
 
 

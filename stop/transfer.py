@@ -251,7 +251,8 @@ def execute_trials(run: Run, specs: list[TrialSpec], *, improve: Improve, score:
 def run_transfer(run: Run, *, tasks: list[str], trials: int = 5, improver_round: int | None = None,
                  jobs: int = 1, model_spec: str | None = None, sandbox: Any = None,
                  model: Any = None,
-                 on_trial: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                 on_trial: Callable[[dict[str, Any]], None] | None = None,
+                 on_start: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Evaluate (resuming) and store the transfer table of a run; returns the table.
 
     The model is the run's (config.json) unless model_spec or a Model object is given; the
@@ -293,7 +294,10 @@ def run_transfer(run: Run, *, tasks: list[str], trials: int = 5, improver_round:
     specs = plan_trials(task_objects, trials, source_hash(seed_src),
                         source_hash(sources["improver"]), model_name)
     done = finished_trials(run)
-    if any(not any(s.matches(e) for e in done) for s in specs):
+    pending = sum(1 for s in specs if not any(s.matches(e) for e in done))
+    if on_start:
+        on_start(pending, len(specs), f"round {chosen} improver")
+    if pending:
         _execute(run, specs, config=config, model=model, spec_str=spec_str, sandbox=sandbox,
                  sources=sources, task_objects=task_objects, chosen=chosen, flag=flag,
                  model_name=model_name, jobs=jobs, on_trial=on_trial)

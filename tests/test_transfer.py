@@ -107,7 +107,7 @@ def test_transfer_table_with_scripted_model(tmp_path, monkeypatch, sandbox) -> N
     assert len(run.events("improver_run")) == 4
 
     # Resume with more trials: only the third trial of each arm runs.
-    table = run_transfer(run, tasks=["str_grid_dist"], trials=3, sandbox=sandbox)
+    table = run_transfer(run, tasks=["str_grid_dist"], trials=3, sandbox=sandbox, jobs=2)
     assert len(run.events("transfer_trial")) == 9
     assert table["rows"][0]["improver"]["n"] == 3
 
@@ -116,6 +116,7 @@ def test_transfer_table_with_scripted_model(tmp_path, monkeypatch, sandbox) -> N
                                          "--trials", "3"])
     assert result.exit_code == 0, result.output
     assert len(run.events("transfer_trial")) == 9
+    assert "9 of 9 trials already done, 0 to run" in result.output
     assert "43.9 ± 0.0" in result.output and "100.0 ± 0.0" in result.output
     assert "43.9 / 44.3 / 56.7" in result.output
 
