@@ -79,7 +79,8 @@ def model_use(run: Run, series: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "tokens": end.get("tokens") if end.get("tokens") is not None else summed_tokens,
             "cost_usd": (end.get("cost_usd") if end.get("cost_usd") is not None
                          else sum(float(e.get("cost_usd", 0.0)) for e in evs)),
-            "cached": sum(1 for e in evs if e.get("cached")),
+            "cached": (end.get("cached_calls") if end.get("cached_calls") is not None
+                       else sum(1 for e in evs if e.get("cached"))),
         })
     return rows
 

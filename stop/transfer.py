@@ -347,7 +347,11 @@ def _execute(run: Run, specs: list[TrialSpec], *, config: dict[str, Any], model:
             from stop.sandbox import open_sandbox
 
             sandbox = open_sandbox(str(config.get("sandbox", "docker")))
-        gateway = Gateway(model, recorder=recorder)
+        # Replies already logged by an interrupted trial are served again from the log, so a
+        # resumed trial asks the model nothing it has answered before.
+        recorded = {e["key"]: e for e in run.events("model_call")
+                    if e.get("phase") == "transfer" and e.get("key") and "texts" in e}
+        gateway = Gateway(model, recorder=recorder, recorded=recorded)
         host = Host(sandbox=sandbox, gateway=gateway, recorder=recorder, jobs=jobs,
                     memo=Memo(run.events()))
 
