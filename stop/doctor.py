@@ -108,16 +108,18 @@ def check_image(docker_ok: bool, status: Any = None) -> Check:
 
 
 def check_llama_cpp() -> Check:
-    """Import llama-cpp-python and its server in a child: a build for the wrong CPU dies of
+    """Import what stop's local server loads, in a child: a build for the wrong CPU dies of
     SIGILL there instead of here."""
-    code = "import llama_cpp, llama_cpp.server.app; print(llama_cpp.__version__)"
+    code = ("import llama_cpp; from llama_cpp import _internals; "
+            "from llama_cpp.llama_chat_format import Jinja2ChatFormatter; "
+            "print(llama_cpp.__version__)")
     try:
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            timeout=120)
     except subprocess.TimeoutExpired:
         return Check("llama-cpp-python", False, "import hung for 120 s", "stop model install")
     if r.returncode == 0:
-        return Check("llama-cpp-python", True, f"{r.stdout.strip()} (server importable)")
+        return Check("llama-cpp-python", True, f"{r.stdout.strip()} (imports cleanly)")
     if r.returncode < 0:
         why = f"import crashed with signal {-r.returncode} (a build for another CPU?)"
     else:
