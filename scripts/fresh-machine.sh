@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Prove the README commands on a fresh Debian bookworm machine: a privileged container from a bare
+# debootstrap image (git and ca-certificates only: no Python, no Docker, no make), a fresh clone
+# of this repository's HEAD, then the commands, each run twice (the second run shows the skips).
+#
+#   bash scripts/fresh-machine.sh test          # bash .ci/run (= make test), as CI does
+#   bash scripts/fresh-machine.sh run           # make run
+#   bash scripts/fresh-machine.sh both          # .ci/run, then make run, in the same machine
+#   options: --seed-wheel   copy the cached llama-cpp-python wheel in (skips its ~6 min build)
+#            --keep         keep the container afterwards (name: stop-fresh-machine)
+#
+# Needs a working Docker engine on this host and root. Logs: .cache/logs/fresh-machine-*.log
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WHAT="${1:-test}"; shift || true
+SEED_WHEEL=0; KEEP=0
+for a in "$@"; do
+    case "$a" in
+        --seed-wheel) SEED_WHEEL=1 ;;
+        --keep) KEEP=1 ;;
+        *) echo "fresh-machine: unknown option $a" >&2; exit 2 ;;
+    esac
+done
+case "$WHAT" in test|run|both) ;; *) echo "fresh-machine: test, run or both" >&2; exit 2 ;; esac
+
+IMAGE=stop-fresh:bookworm
+NET=stop-fresh
+NAME=stop-fresh-machine
+LOG="$ROOT/.cache/logs/fresh-machine-$WHAT-$(date +%Y%m%d-%H%M%S).log"
+mkdir -p "$(dirname "$LOG")"
+
+if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    mirror="$(awk '/^URIs:/ && !/security/ {print $2; exit} /^deb / && !/security/ {print $2; exit}' \
+        /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list 2>/dev/null || true)"
+    mirror="${mirror:-http://deb.debian.org/debian}"
+    tmp="$(mktemp -d)"
+    echo "==> bootstrapping a bare bookworm ($mirror) into $tmp" >&2
+    t0=$SECONDS
+    debootstrap --variant=minbase --include=git,ca-certificates bookworm "$tmp/rootfs" "$mirror" \
+        >"$tmp/debootstrap.log" 2>&1 || { tail -5 "$tmp/debootstrap.log" >&2; exit 1; }
+    rm -rf "$tmp/rootfs/var/cache/apt/archives/"*.deb
+    tar -C "$tmp/rootfs" -c . | docker import - "$IMAGE" >/dev/null
+    rm -rf "$tmp"
+    echo "    $IMAGE ready in $((SECONDS - t0))s" >&2
+fi
+# A network of its own: the machine needs apt and PyPI, and its inner dockerd its own namespace.
+docker network inspect "$NET" >/dev/null 2>&1 || docker network create "$NET" >/dev/null
+
+inner='set -euo pipefail
+t() { local s=$SECONDS; "$@"; echo "[fresh-machine] \`$*\` took $((SECONDS - s))s" >&2; }
+git clone -q /src /work/stop && cd /work/stop
+echo "[fresh-machine] clone of $(git log -1 --format="%h %s")" >&2
+if [[ -d /seed-wheels ]]; then mkdir -p .cache/wheels && cp /seed-wheels/*.whl .cache/wheels/; fi
+case "$WHAT" in
+    test) t bash .ci/run; t bash .ci/run ;;
+    run) t bash -c "apt-get update -q && apt-get install -y -q make" ; t make run; t make run ;;
+    both) t bash .ci/run; t make run; t make setup-test; t make setup ;;
+esac'
+
+args=(--name "$NAME" --privileged --network "$NET" -v /var/lib/docker
+      -v "$ROOT:/src:ro" -e CI=true -e WHAT="$WHAT")
+if [[ "$SEED_WHEEL" == 1 ]]; then
+    args+=(-v "$ROOT/.cache/wheels:/seed-wheels:ro")
+fi
+[[ "$KEEP" == 1 ]] || args+=(--rm)
+docker rm -f "$NAME" >/dev/null 2>&1 || true
+echo "==> fresh machine: $WHAT (log: $LOG)" >&2
+start=$SECONDS
+set +e
+docker run "${args[@]}" "$IMAGE" bash -c "$inner" </dev/null 2>&1 | tee "$LOG"
+rc=${PIPESTATUS[0]}
+set -e
+echo "==> fresh machine: $WHAT exited $rc after $((SECONDS - start))s (log: $LOG)" >&2
+exit "$rc"
