@@ -296,6 +296,7 @@ INTERESTING = (PROCESS_EVENTS | NETWORK_EVENTS | WRITE_EVENTS | FILE_PRIV_EVENTS
                   "sys.settrace", "sys.setprofile", "object.__setattr__",
                   "object.__delattr__", "code.__new__", "os.putenv", "os.unsetenv"})
 ACTIVE = [False]
+DIRECT_ONLY = {"exec", "compile", "os.putenv", "os.unsetenv"}
 
 
 def audit_hook(event, args):
@@ -305,7 +306,12 @@ def audit_hook(event, args):
         return
     _guard.busy = True
     try:
-        line = candidate_line(sys._getframe(1))
+        caller = sys._getframe(1)
+        if event in DIRECT_ONLY:
+            # exec/compile also run every imported module: count only the candidate's own calls
+            line = caller.f_lineno if caller.f_code.co_filename == CANDIDATE_FILE else None
+        else:
+            line = candidate_line(caller)
         if line is None:
             return
         hit = classify(event, args)
@@ -322,8 +328,11 @@ class WatchedEnviron(dict):
     """os.environ after the harness emptied it: reads are reported (there is nothing to find)."""
 
     def _seen(self, what):
-        line = candidate_line(sys._getframe(2))
-        if line is not None and CHAN is not None:
+        caller = sys._getframe(2)
+        if caller.f_code.co_filename != CANDIDATE_FILE:
+            return  # the standard library reading its own settings
+        line = caller.f_lineno
+        if CHAN is not None:
             CHAN.finding("env-read", f"os.environ {what}", line=line)
 
     def __getitem__(self, k):

@@ -191,9 +191,10 @@ class Session:
         line = frame.get("line") if isinstance(frame.get("line"), int) else None
         self._requests += 1
         if method == "utility" and params.get("use_sandbox") is False:
-            self.finding("sandbox-flag-off", "host", "utility(..., use_sandbox=False)", line=line)
+            self.finding("sandbox-flag-off", "runtime", "utility(..., use_sandbox=False)",
+                         line=line)
         if method == "utility" and "extra" in params:
-            self.finding("sandbox-flag-off", "host",
+            self.finding("sandbox-flag-off", "runtime",
                          f"utility called with extra flags {params['extra']!r}", line=line)
         if self.services is None:
             self._reply(rid, ok=False, error=f"no host services for {method!r} in this job")

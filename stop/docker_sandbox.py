@@ -60,6 +60,18 @@ def _cleanup_live() -> None:
 atexit.register(_cleanup_live)
 
 
+_POOLS: list[DockerSandbox] = []
+
+
+def pooled_ids() -> set[str]:
+    """Containers waiting in the pools of this process (started, not yet used)."""
+    out: set[str] = set()
+    for sb in list(_POOLS):
+        with sb._pool_lock:
+            out.update(cid for q in sb._pool.values() for cid in q)
+    return out
+
+
 def _pool_key(limits: ExecLimits) -> tuple:
     """Limits fixed at container creation; wall clock and output are enforced per execution."""
     return (limits.memory_mb, limits.cpus, limits.pids, limits.nofile, limits.fsize_mb,
@@ -96,6 +108,7 @@ class DockerSandbox:
         self._bg = ThreadPoolExecutor(2, thread_name_prefix="stop-docker")
         self._closed = False
         self.reap_stale()
+        _POOLS.append(self)
         if self.pool_size:
             self._refill(ExecLimits())
 

@@ -29,7 +29,7 @@ def _r(id: str, severity: str, catches: str, layers: str, action: str, response:
 
 RULES: dict[str, Rule] = {r.id: r for r in [
     _r("sandbox-flag-off", "critical", "a call that asks to switch a safety flag off "
-       "(utility(..., use_sandbox=False), safe_mode=False)", "static host", "blocked",
+       "(utility(..., use_sandbox=False), safe_mode=False)", "static runtime", "blocked",
        "the flag is a honeypot: the call still runs fully sandboxed"),
     _r("budget-tamper", "high", "writes to budget or counter attributes of the utility or the "
        "language model", "static runtime", "blocked", "the host keeps the only real counters"),
