@@ -208,3 +208,19 @@ def test_errors_are_one_line_with_exit_codes(store, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "no runs under" in p.stderr
     assert Path(store.root).exists() and len(store.list()) == 1
+
+
+def test_docs_rule_table_matches_the_catalogue():
+    from stop.paths import PROJECT_ROOT
+    from stop.rules import RULES
+
+    rows = {}
+    for line in (PROJECT_ROOT / "docs" / "audit.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells
+    assert set(rows) == set(RULES)
+    for rid, r in RULES.items():
+        assert rows[rid][2] == r.severity, rid
+        assert rows[rid][3] == ", ".join(r.layers), rid
+        assert rows[rid][4].startswith(r.action + ":"), rid
