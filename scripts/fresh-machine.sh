@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Prove the README commands on a fresh Debian bookworm machine: a privileged container from a bare
+# Prove the README commands on a fresh Debian bookworm machine: a container standing in for a VM
+# (all capabilities the host has, its own cgroups, network and Docker data), from a bare
 # debootstrap image (git and ca-certificates only: no Python, no Docker, no make), a fresh clone
 # of this repository's HEAD, then the commands, each run twice (the second run shows the skips).
 #
 #   bash scripts/fresh-machine.sh test          # bash .ci/run (= make test), as CI does
 #   bash scripts/fresh-machine.sh run           # make run
 #   bash scripts/fresh-machine.sh both          # .ci/run, then make run, in the same machine
+#   bash scripts/fresh-machine.sh setup-test    # only the set-up of make test, twice
+#   bash scripts/fresh-machine.sh setup-run     # only the set-up of make run, twice
 #   options: --seed-wheel   copy the cached llama-cpp-python wheel in (skips its ~6 min build)
 #            --keep         keep the container afterwards (name: stop-fresh-machine)
 #
@@ -21,7 +24,8 @@ for a in "$@"; do
         *) echo "fresh-machine: unknown option $a" >&2; exit 2 ;;
     esac
 done
-case "$WHAT" in test|run|both) ;; *) echo "fresh-machine: test, run or both" >&2; exit 2 ;; esac
+case "$WHAT" in test|run|both|setup-test|setup-run) ;;
+    *) echo "fresh-machine: test, run, both, setup-test or setup-run" >&2; exit 2 ;; esac
 
 IMAGE=stop-fresh:bookworm
 NET=stop-fresh
@@ -47,6 +51,11 @@ fi
 docker network inspect "$NET" >/dev/null 2>&1 || docker network create "$NET" >/dev/null
 
 inner='set -euo pipefail
+# Stand-in for a VM boot: writable cgroup hierarchies of its own, as dockerd needs.
+for d in /sys/fs/cgroup/*/; do
+    n=$(basename "$d"); o=$n; [[ $n == systemd ]] && o=none,name=systemd
+    umount "$d" && mount -t cgroup -o "$o" cgroup "$d"
+done
 t() { local s=$SECONDS; "$@"; echo "[fresh-machine] \`$*\` took $((SECONDS - s))s" >&2; }
 git clone -q /src /work/stop && cd /work/stop
 echo "[fresh-machine] clone of $(git log -1 --format="%h %s")" >&2
@@ -55,9 +64,19 @@ case "$WHAT" in
     test) t bash .ci/run; t bash .ci/run ;;
     run) t bash -c "apt-get update -q && apt-get install -y -q make" ; t make run; t make run ;;
     both) t bash .ci/run; t make run; t make setup-test; t make setup ;;
+    setup-test) t bash scripts/setup.sh --for test; t bash scripts/setup.sh --for test ;;
+    setup-run) t bash scripts/setup.sh --for run; t bash scripts/setup.sh --for run ;;
 esac'
 
-args=(--name "$NAME" --privileged --network "$NET" -v /var/lib/docker
+# Not --privileged: where this host is itself a container it may lack a capability or two.
+caps=$(capsh --decode="$(awk '/^CapBnd/ {print $2}' /proc/self/status)" 2>/dev/null | cut -d= -f2)
+drop=()
+for c in sys_resource sys_module sys_boot; do
+    [[ ",$caps," == *",cap_$c,"* ]] || drop+=(--cap-drop "${c^^}")
+done
+args=(--name "$NAME" --cap-add ALL "${drop[@]}" --security-opt seccomp=unconfined
+      --security-opt apparmor=unconfined --security-opt systempaths=unconfined --cgroupns private
+      --network "$NET" -v /var/lib/docker
       -v "$ROOT:/src:ro" -e CI=true -e WHAT="$WHAT")
 if [[ "$SEED_WHEEL" == 1 ]]; then
     args+=(-v "$ROOT/.cache/wheels:/seed-wheels:ro")
