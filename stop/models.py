@@ -247,7 +247,7 @@ def _model_error(name: str, api_base: str | None, e: Exception) -> ModelError:
     kind = type(e).__name__
     where = f" at {api_base}" if api_base else ""
     text = str(e).splitlines()[0][:300] if str(e) else kind
-    if kind in ("APIConnectionError",) or "Connection" in kind:
+    if "Connection" in kind or "Connection error" in text or "Connection refused" in text:
         return ModelError(f"model {name} unreachable{where}: {text}", retryable=True, status=status)
     if kind in ("Timeout", "APITimeoutError") or status == 408:
         return ModelError(f"model {name} timed out{where}", retryable=True, status=status)
