@@ -34,8 +34,7 @@ class ProcessSandbox:
 
     def __init__(self) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="stop-harness-"))
-        for src in (sandbox_dir() / "harness.py", sandbox_dir() / "helpers.py",
-                    PACKAGE_DIR / "codec.py"):
+        for src in [*sorted(sandbox_dir().glob("*.py")), PACKAGE_DIR / "codec.py"]:
             shutil.copy2(src, self._dir / src.name)
             os.chmod(self._dir / src.name, 0o444)
 
