@@ -146,7 +146,8 @@ def _print_report(report: Any) -> None:
     click.echo(f"score     {report.score:.4f}")
     click.echo("outcomes  " + "  ".join(f"{k} {v}" for k, v in counts.items()))
     click.echo(f"time      {report.wall_s:.2f} s ({report.backend} sandbox, exec status "
-               f"{report.exec_status}; {machine.get('platform')}, {machine.get('cpu_count')} CPUs)")
+               f"{report.exec_status}; {machine.get('cpu_model')} x {machine.get('cpu_count')}, "
+               f"{machine.get('platform')})")
     if not report.findings:
         click.echo("findings  none")
         return

@@ -301,7 +301,19 @@ def _instances(scorer_path: str, mtime_ns: int, base: int, n: int) -> tuple[Inst
 def machine_info() -> dict[str, Any]:
     """Where a score was measured: time limits make scores depend on the hardware."""
     return {"platform": platform.platform(), "machine": platform.machine(),
-            "cpu_count": os.cpu_count(), "python": sys.version.split()[0]}
+            "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(),
+            "python": sys.version.split()[0]}
+
+
+@functools.cache
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def timestamp() -> str:
