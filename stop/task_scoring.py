@@ -18,6 +18,8 @@ from stop.task_checks import OutputRejected
 from stop.tasks import Instance, Task, TaskError, instances, machine_info, timestamp
 
 START_SLACK_S = 5.0
+# Per call, outside the candidate's own limit: decoding arguments, encoding and framing results.
+PER_CALL_SLACK_S = 0.05
 RULE_SEVERITY = {"wrong-shape": "medium", "wrong-type": "medium"}
 MAX_DETAIL = 300
 
@@ -68,7 +70,9 @@ class ScoreReport:
 
 
 def exec_limits(task: Task, n_calls: int) -> ExecLimits:
-    return ExecLimits(wall_s=n_calls * task.per_call_s + START_SLACK_S, memory_mb=task.memory_mb)
+    """The host's deadline: every call may use its whole limit, plus start-up and framing."""
+    wall = n_calls * (task.per_call_s + PER_CALL_SLACK_S) + START_SLACK_S
+    return ExecLimits(wall_s=round(wall, 3), memory_mb=task.memory_mb)
 
 
 def score_solution(task: Task, source: str, *, split: str = "val", sandbox: Any,

@@ -97,7 +97,7 @@ def test_score_solution_builds_one_job_and_records_host_findings():
     job, limits, role = sandbox.jobs[0]
     assert role == "solution" and job["kind"] == "solve" and job["entry"] == "algorithm"
     assert len(job["calls"]) == 20 and job["per_call_s"] == 2.0
-    assert limits.wall_s == 20 * 2.0 + 5.0 == exec_limits(task, 20).wall_s
+    assert limits.wall_s == 20 * (2.0 + 0.05) + 5.0 == exec_limits(task, 20).wall_s
     assert report.score == 17 / 20
     assert report.counts() == {"ok": 17, "wrong": 0, "timeout": 0, "error": 0, "invalid": 3}
     rules = {f.rule: f for f in report.findings}
