@@ -227,7 +227,12 @@ def unsandbox(n: int | None, warning: bool | None, model: str | None, jobs: int,
         click.echo(f"[{done}/{total}] attempt {att.index}: {what}"
                    f"{'; ' + ', '.join(other) if other else ''} ({att.wall_s:.1f} s)", err=True)
 
-    run = X.run_unsandbox(cfg, store=store, run_ref=run_ref, progress=progress)
+    def started(run: Any, todo: int) -> None:
+        if todo:
+            click.echo(f"run {run.id}: {todo} attempt(s) to go; if interrupted, continue with "
+                       f"`stop experiment unsandbox --run {run.id}`", err=True)
+
+    run = X.run_unsandbox(cfg, store=store, run_ref=run_ref, progress=progress, started=started)
     data = X.summarize(run)
     click.echo(json.dumps(data, indent=2) if as_json else _experiment_text(data))
 

@@ -159,11 +159,17 @@ def _sandbox_task_texts() -> tuple[str, str, str, str]:
 
 
 def extract_code(text: str) -> str:
-    """The longest fenced code block of a reply (as the in-container helper does)."""
+    """The longest fenced code block of a reply; an unfenced reply only if it is Python code."""
     import re
 
     blocks = re.findall(r"```[ \t]*[\w+-]*[^\n]*\n(.*?)```", text or "", re.S)
-    return max(blocks, key=len).strip("\n") if blocks else ""
+    if blocks:
+        return max(blocks, key=len).strip("\n")
+    try:
+        ast.parse(text or "")
+    except SyntaxError:
+        return ""
+    return text.strip("\n") if "def " in (text or "") else ""
 
 
 # ---------------------------------------------------------------- the runtime probe
@@ -324,7 +330,8 @@ def open_or_create(store: RunStore, cfg: UnsandboxConfig, run_ref: str | None) -
 
 def run_unsandbox(cfg: UnsandboxConfig, *, store: RunStore | None = None,
                   run_ref: str | None = None, model: Any = None, sandbox: Any = None,
-                  progress: Callable[[Attempt, int, int], None] | None = None) -> Run:
+                  progress: Callable[[Attempt, int, int], None] | None = None,
+                  started: Callable[[Run, int], None] | None = None) -> Run:
     """Run (or resume) the experiment until attempts 0..n-1 are all recorded."""
     from stop.gateway import Gateway
 
@@ -341,6 +348,8 @@ def run_unsandbox(cfg: UnsandboxConfig, *, store: RunStore | None = None,
     rec = run.recorder()
     rec.record("run_start", config=cfg.to_dict(), resumed=bool(done), todo=len(todo),
                prompt_origin=origin, seed_hash=source_hash(seed))
+    if started:
+        started(run, len(todo))
     if not todo:
         rec.record("run_end", status="finished")
         return run
