@@ -255,6 +255,12 @@ def _render(run: Run, series: list[dict[str, Any]], usage: list[dict[str, Any]],
     if table:
         parts.append(_img(figs["transfer"], "transfer test scores"))
         parts.append(_transfer_html(table))
+        tcalls = [e for e in run.events("model_call") if e.get("phase") == "transfer"]
+        fresh = [e for e in tcalls if not e.get("cached")]
+        parts.append(f"<p>Transfer model use: {len(fresh)} calls "
+                     f"({len(tcalls) - len(fresh)} more served from cache or log), "
+                     f"{sum(int(e.get('prompt_tokens', 0)) + int(e.get('completion_tokens', 0)) for e in fresh):,}"
+                     f" tokens, ${sum(float(e.get('cost_usd', 0.0)) for e in fresh):.4f}.</p>")
     else:
         parts.append("<p class='muted'>No transfer evaluation yet: <code>stop transfer "
                      f"{_e(run.id)}</code> makes one.</p>")
