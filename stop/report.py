@@ -24,6 +24,7 @@ from stop.store import Run
 from stop.transfer import ARMS, format_table, load_table
 
 WHO = ("incumbent", "candidate")
+MAX_FINDING_ROWS = 200
 SPLITS = ("val", "test")
 
 
@@ -246,10 +247,13 @@ def _render(run: Run, series: list[dict[str, Any]], usage: list[dict[str, Any]],
     frows = [[f'<span class="sev-{_e(f.severity)}">{_e(f.severity)}</span>', _e(f.rule),
               _e(f.round), _e(f.role), _e(f.layer), _e(f.attempted), _e(f.action),
               f"<code>{_e(f.source_line)}</code>" + (f" (line {f.line})" if f.line else ""),
-              _e(f.candidate_hash)] for f in findings]
+              _e(f.candidate_hash)] for f in findings[:MAX_FINDING_ROWS]]
     if frows:
         parts.append(_table(["severity", "rule", "round", "role", "layer", "attempted", "action",
                              "source", "candidate"], frows))
+    if len(findings) > MAX_FINDING_ROWS:
+        parts.append(f"<p class='muted'>{len(findings) - MAX_FINDING_ROWS} less severe findings "
+                     f"not shown; <code>stop audit {_e(run.id)}</code> lists them all.</p>")
 
     parts.append("<h2>Transfer</h2>")
     if table:
