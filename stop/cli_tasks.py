@@ -79,24 +79,41 @@ def show_cmd(name: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("--sandbox", "backend", type=click.Choice(["docker", "process"]), default="docker",
               show_default=True, help="process is NOT a security boundary.")
-def score_cmd(task_name: str, solution: str, split: str, as_json: bool, backend: str) -> None:
-    """Score a solution file (or the task's seed) on a task's hidden instances."""
+@click.option("--model", "model_spec", default=None,
+              help="Meta tasks only: the language model the improver uses (default: embedded).")
+def score_cmd(task_name: str, solution: str, split: str, as_json: bool, backend: str,
+              model_spec: str | None) -> None:
+    """Score a solution file (or the task's seed) on a task's hidden instances.
+
+    For a meta task, FILE is an improver and the score is its meta-utility."""
     from stop.store import NullRecorder
     from stop.tasks import load_task, score_solution
 
     task = load_task(task_name)
+    if model_spec is not None and task.kind != "meta":
+        raise StopError(f"--model applies to meta tasks only; {task.name} runs no language model")
     source = _read_solution(task, solution)
     recorder = NullRecorder()
     n = task.n_instances(split) if task.kind == "solve" else task.settings.get("n_tests", "?")
     click.echo(f"scoring {solution} on {task.name}/{split} ({n} instances, {backend} sandbox)...",
                err=True)
+    score_meta = _score_meta() if task.kind == "meta" else None
     sandbox = _open_sandbox(backend)
+    model = None
     try:
-        if task.kind == "meta":
-            report = _score_meta()(task, source, split=split, sandbox=sandbox, recorder=recorder)
-        else:
-            report = score_solution(task, source, split=split, sandbox=sandbox, recorder=recorder)
+        with _status(f"running {task.name}/{split}"):
+            if score_meta is not None:
+                from stop.models import resolve_model
+
+                model = resolve_model(model_spec)
+                report = score_meta(task, source, split=split, sandbox=sandbox,
+                                    recorder=recorder, model=model)
+            else:
+                report = score_solution(task, source, split=split, sandbox=sandbox,
+                                        recorder=recorder)
     finally:
+        if model is not None:
+            model.close()
         sandbox.close()
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
@@ -127,6 +144,18 @@ def _open_sandbox(backend: str) -> Any:
         return open_sandbox(backend)
     except ImportError as e:
         raise StopError(f"the {backend} sandbox is not available in this installation ({e})") from None
+
+
+def _status(message: str) -> Any:
+    """A spinner on stderr when it is a terminal; nothing otherwise."""
+    import contextlib
+    import sys
+
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status(message)
 
 
 def _score_meta() -> Any:

@@ -151,3 +151,18 @@ def test_process_backend_scores_the_same(process_sandbox):
     task = load_task("str_grid_dist")
     report = score_solution(task, task.seed_source, split="test", sandbox=process_sandbox)
     assert round(report.score, 3) == 0.439 and report.backend == "process"
+
+
+@pytest.mark.docker
+def test_stop_score_dispatches_meta_tasks_to_the_meta_utility(sandbox, tmp_path):
+    # The scripted model always proposes the exhaustive LPN solver, so the seed improver,
+    # run n_tests times in the sandbox, returns a perfect solution every time.
+    script = tmp_path / "replies.json"
+    script.write_text(json.dumps({"replies": [
+        {"match": None, "texts": ["```python\n" + LPN_EXHAUSTIVE + "```"]}]}))
+    r = CliRunner().invoke(cli, ["score", "meta_optimization", "seed", "--json",
+                                 "--model", f"scripted:{script}"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert (d["task"], d["split"], d["score"]) == ("meta_optimization", "val", 1.0)
+    assert len(d["instances"]) == load_task("meta_optimization").settings["n_tests"]
