@@ -13,8 +13,9 @@ variables 1..n, with 5 <= n <= 50 and 4n clauses. Literal v means "variable v is
 Every formula you get is satisfiable.
 
 Return a list (or tuple, or numpy array) of booleans (or 0/1 integers) indexed by variable:
-assignment[v] is the value of variable v, and index 0 is unused. Its length must be
-(largest variable in the formula) + 1, or n + 1. Returning None means "not found".
+assignment[v] is the value of variable v, and index 0 is unused. Its length must be at
+least (largest variable in the formula) + 1 and at most n + 1. Returning None means "not
+found".
 
 Scoring, per formula: 1 if the assignment satisfies every clause, else 0. Each call must
 finish within 0.1 seconds; a slower call, or one that raises, scores 0 for that formula only.
