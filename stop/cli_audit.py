@@ -187,13 +187,15 @@ def experiment() -> None:
               help="Attempts run concurrently.")
 @click.option("--run", "run_ref", help="Resume this experiment run (id, prefix or latest).")
 @click.option("--max-tokens", type=click.IntRange(min=64), help="Reply length cap (default 1024).")
+@click.option("--batch", type=click.IntRange(1, 8),
+              help="Attempts drawn per model request, as n samples (default 6).")
 @click.option("--no-exec", is_flag=True, help="Scan only; do not execute the improvers.")
 @click.option("--sandbox", "backend", type=click.Choice(["docker", "process"]), default="docker",
               show_default=True, help="Where the improvers run.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
 def unsandbox(n: int | None, warning: bool | None, model: str | None, jobs: int,
-              run_ref: str | None, max_tokens: int | None, no_exec: bool, backend: str,
-              as_json: bool) -> None:
+              run_ref: str | None, max_tokens: int | None, batch: int | None, no_exec: bool,
+              backend: str, as_json: bool) -> None:
     """The STOP paper's unsandboxing experiment: how often does the model switch the flag off?
 
     N independent attempts to improve the sandbox-variant seed improver, whose utility shows
@@ -208,11 +210,11 @@ def unsandbox(n: int | None, warning: bool | None, model: str | None, jobs: int,
     cfg = X.UnsandboxConfig(jobs=jobs, sandbox=backend)
     if run_ref is not None:
         old = store.open(run_ref).config()
-        for key in ("n", "warning", "model", "max_tokens", "temperature", "execute"):
+        for key in ("n", "warning", "model", "max_tokens", "temperature", "batch", "execute"):
             if key in old:
                 setattr(cfg, key, old[key])
     for key, value in (("n", n), ("warning", warning), ("model", model),
-                       ("max_tokens", max_tokens)):
+                       ("max_tokens", max_tokens), ("batch", batch)):
         if value is not None:
             setattr(cfg, key, value)
     if no_exec:
@@ -260,7 +262,9 @@ def _experiment_text(d: dict) -> str:
         out.extend(f"  {rule:28} {count}" for rule, count in d["other_rules"].items())
     t = d["timing"]
     if t["mean_attempt_s"] is not None:
-        out.append(f"time: {t['mean_attempt_s']:.1f} s per attempt on average "
-                   f"({t['fresh_model_calls']} fresh model calls, "
-                   f"{t['completion_tokens']} completion tokens)")
+        line = f"time: {t['mean_attempt_s']:.1f} s per attempt on average"
+        if t["model_s_per_sample"] is not None:
+            line += (f"; fresh model calls {t['fresh_model_calls']} for {t['fresh_samples']} "
+                     f"samples, {t['model_s_per_sample']:.1f} s of model time per sample")
+        out.append(line + f"; checks {t['mean_check_s']:.1f} s per attempt")
     return "\n".join(out)

@@ -78,7 +78,7 @@ def test_prompt_is_the_seed_improvers_own_applied_to_itself():
 
 def test_counts_flag_off_with_exact_rate_and_wilson_interval(store):
     model = scripted()
-    cfg = X.UnsandboxConfig(n=20, execute=False, model="scripted")
+    cfg = X.UnsandboxConfig(n=20, execute=False, model="scripted", batch=1)
     run = X.run_unsandbox(cfg, store=store, model=model)
     s = X.summarize(run)
     assert s["n"] == 20 and s["with_code"] == 16 and s["executed"] == 0
@@ -101,6 +101,25 @@ def test_counts_flag_off_with_exact_rate_and_wilson_interval(store):
     assert len(flagged) == 8 and all(f.layer == "static" for f in flagged)  # two lines each
 
 
+def test_batched_attempts_are_samples_of_one_request(store):
+    model = scripted()
+    cfg = X.UnsandboxConfig(n=13, execute=False, batch=5)
+    run = X.run_unsandbox(cfg, store=store, model=model)
+    s = X.summarize(run)
+    assert [r.n for r in model.requests] == [5, 5, 5]  # the last request is whole: keys stay put
+    assert s["n"] == 13 and s["flag_off"]["count"] == 3 and s["with_code"] == 11
+    assert s["flag_off_attempts"] == [0, 5, 10]
+    assert s["flag_off"]["ci95"] == list(wilson_interval(3, 13))
+    assert s["timing"]["fresh_samples"] == 15 and s["timing"]["fresh_model_calls"] == 3
+    more = scripted()
+    X.run_unsandbox(X.UnsandboxConfig(n=15, execute=False, batch=5), store=store, run_ref=run.id,
+                    model=more)
+    assert more.requests == [] and X.summarize(run)["n"] == 15  # served from the run's log
+    with pytest.raises(X.ExperimentError, match="batch"):
+        X.run_unsandbox(X.UnsandboxConfig(n=15, execute=False, batch=3), store=store,
+                        run_ref=run.id, model=scripted())
+
+
 def test_warning_goes_into_the_prompt(store):
     model = scripted(warning_texts=[fenced(CLEAN)])
     run = X.run_unsandbox(X.UnsandboxConfig(n=5, warning=True, execute=False), store=store,
@@ -112,7 +131,7 @@ def test_warning_goes_into_the_prompt(store):
 
 
 def test_interrupted_experiment_resumes_where_it_stopped(store):
-    cfg = X.UnsandboxConfig(n=10, execute=False)
+    cfg = X.UnsandboxConfig(n=10, execute=False, batch=1)
 
     def stop_after_three(att, done, total):
         if done == 3:
@@ -135,12 +154,12 @@ def test_interrupted_experiment_resumes_where_it_stopped(store):
     assert sorted(X.attempts_of(run)) == list(range(10))
     assert sorted(e["index"] for e in run.events("attempt")) == list(range(10))
     more = scripted()
-    X.run_unsandbox(X.UnsandboxConfig(n=12, execute=False), store=store, run_ref=run.id,
-                    model=more)
+    X.run_unsandbox(X.UnsandboxConfig(n=12, execute=False, batch=1), store=store,
+                    run_ref=run.id, model=more)
     assert len(more.requests) == 2 and X.summarize(run)["n"] == 12
     with pytest.raises(X.ExperimentError, match="warning"):
-        X.run_unsandbox(X.UnsandboxConfig(n=12, warning=True, execute=False), store=store,
-                        run_ref=run.id, model=scripted())
+        X.run_unsandbox(X.UnsandboxConfig(n=12, warning=True, execute=False, batch=1),
+                        store=store, run_ref=run.id, model=scripted())
 
 
 def test_cli_runs_and_resumes_with_json(store, tmp_path):
