@@ -130,3 +130,26 @@ def test_compare_two_runs(runs, tmp_path) -> None:
     assert final == pytest.approx(statistics.fmean(last))
     bad = CliRunner().invoke(cli, ["compare", "20260101", "20260101", "--out", str(target)])
     assert bad.exit_code == 2
+
+
+def test_figures_with_partial_data(tmp_path) -> None:
+    from stop import plots
+
+    rows = [{"task": "maxcut", "seed": {"mean": 0.5, "lo": float("nan"), "hi": float("nan"), "n": 1},
+             "seed_improver": None, "improver": None, "published": {}},
+            {"task": "three_sat", "seed": None, "seed_improver": None,
+             "improver": {"mean": 0.8, "lo": 0.7, "hi": 0.9, "n": 3},
+             "published": {"seed": 0.0, "seed_improver": 21.2, "improver": 75.1, "note": "x"}}]
+    t = plots.plot_transfer(rows, tmp_path / "t.png")
+    c = plots.plot_compare([("empty run", [])], tmp_path / "c.png")
+    f = plots.plot_findings({None: {"high": 2}}, tmp_path / "f.png", rounds=[1, 2])
+    for p in (t, c, f):
+        assert _png(p)[0] > 100
+    # the held-improver curve: seed first, then the candidate's score after an adoption
+    series = [{"round": 1, "adopted": True,
+               "incumbent": {"val": {"mean": 0.4}}, "candidate": {"val": {"mean": 0.6}}},
+              {"round": 2, "adopted": False,
+               "incumbent": {"val": {"mean": 0.58}}, "candidate": {"val": {"mean": 0.5}}}]
+    curve = plots.held_curve(series, "val")
+    assert [(x, p["mean"], a) for x, p, a in curve] == [(0, 0.4, False), (1, 0.6, True),
+                                                       (2, 0.58, False)]
