@@ -33,6 +33,9 @@ NOISY = [0.6, 0.2, 0.58, 0.61, 0.65]
         (0.975, 4, 2.7764451051977934),  # scipy
         (0.975, 29, 2.045229642132703),  # scipy
         (0.975, 7.3, 2.345066736547703),  # scipy, non-integer df as in Welch
+        (0.975, 1000, 1.9623390808264083),  # scipy
+        (0.995, 2, 9.924843200918287),  # scipy
+        (0.9999, 1, 3183.098757118502),  # scipy, far tail
         (0.025, 4, -2.7764451051977934),
         (0.5, 3, 0.0),
     ],
@@ -44,6 +47,8 @@ def test_t_quantiles(p: float, df: float, expected: float) -> None:
 def test_t_cdf() -> None:
     assert t_cdf(2.0, 3.5) == pytest.approx(0.9369307387120432, rel=1e-10)  # scipy
     assert t_cdf(-1.3, 10) == pytest.approx(0.1113829086034223, rel=1e-10)  # scipy
+    assert t_cdf(50.0, 3) == pytest.approx(0.9999911914239794, rel=1e-12)  # scipy
+    assert t_cdf(1.96, 1e6) == pytest.approx(0.9750019662073651, rel=1e-9)  # scipy, near normal
     assert t_cdf(0.0, 5) == 0.5
 
 
