@@ -22,7 +22,7 @@ class ConfigError(StopError):
 # What each profile sets; anything given on the command line wins over the profile.
 PROFILES: dict[str, dict[str, Any]] = {
     "paper": {
-        "rounds": 3,
+        "rounds": 4,
         "n_tests": 5,
         "lm_budget": 4,
         "max_responses_per_call": 6,

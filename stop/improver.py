@@ -267,9 +267,13 @@ class MetaUtility:
         if self.host.save_source is not None:
             self.host.save_source(improver_source)
         workers = min(self.host.jobs, self.n_tests)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="meta") as pool:
-            runs = list(pool.map(lambda i: self.run_test(improver_source, f"{scope}/t{i}"),
-                                 range(self.n_tests)))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="meta")
+        try:
+            futures = [pool.submit(self.run_test, improver_source, f"{scope}/t{i}")
+                       for i in range(self.n_tests)]
+            runs = [f.result() for f in futures]
+        finally:  # on Ctrl-C or an error, do not wait for runs nobody will read
+            pool.shutdown(wait=False, cancel_futures=True)
         return MetaScores(val=[r["val"] for r in runs], test=[r["test"] for r in runs], runs=runs)
 
     def run_test(self, improver_source: str, scope: str) -> dict:

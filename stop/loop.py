@@ -87,6 +87,8 @@ class Rounds:
         calls = [e for e in events if e.get("type") == "model_call" and e.get("key")]
         self.recorded = {e["key"]: e for e in calls if "texts" in e}
         self.log = EventTee(run.recorder(), self.listener, set(self.recorded))
+        # A replay model brings another run's calls: served like this run's own, but logged.
+        self.recorded = {**getattr(model, "recorded", {}), **self.recorded}
         self.base = load_task(cfg.task)
         meta_task = load_task(cfg.seed_improver)
         self.seed = meta_task.seed_source
@@ -97,6 +99,7 @@ class Rounds:
             meta_task.description, base_task=self.base, n_tests=cfg.n_tests, base=self.budget,
             meta_utility_calls=cfg.meta_utility_budget)
         self.gateway: Gateway | None = None
+        self.incumbent_scores = MetaScores()
         self.round_log: Any = self.log
         self.started: dict[int, float] = {}
 
@@ -144,16 +147,22 @@ class Rounds:
         return outcome.returned
 
     def evaluate(self, t: int, who: str, improver: str) -> MetaScores:
-        self.phase(t, f"re-evaluating the {who}")
         h = source_hash(improver)
         val = self.evaluations.get((t, who, "val", h))
         test = self.evaluations.get((t, who, "test", h))
         if val is not None and test is not None:
             return MetaScores(val=list(val["scores"]), test=list(test["scores"]))
-        scores = self.meta.evaluate(improver, f"s{self.cfg.seed}/r{t}/eval/{who}-{h}")
+        if who == "candidate" and h == self.incumbent_hash:
+            scores, note = self.incumbent_scores, "the incumbent's scores: same source"
+        else:
+            self.phase(t, f"re-evaluating the {who}")
+            scores, note = self.meta.evaluate(improver, f"s{self.cfg.seed}/r{t}/eval/{who}-{h}"), ""
         for split, values in (("val", scores.val), ("test", scores.test)):
             self.round_log.record("evaluation", who=who, split=split, scores=values,
-                                  mean=sum(values) / len(values), candidate_hash=h)
+                                  mean=sum(values) / len(values), candidate_hash=h,
+                                  **({"note": note} if note else {}))
+        if who == "incumbent":
+            self.incumbent_scores = scores
         return scores
 
     def decide(self, incumbent: str, candidate: str, old: MetaScores,
