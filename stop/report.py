@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from stop.records import SEVERITIES, severity_rank
-from stop.stats import mean_ci
+from stop.stats import improvement_test, mean_ci
 from stop.store import Run
 from stop.transfer import ARMS, format_table, load_table
 
@@ -42,8 +42,21 @@ def _point(block: dict[str, Any] | None, split: str) -> dict[str, Any] | None:
     return {"mean": float(mean), "lo": math.nan, "hi": math.nan, "n": None}
 
 
+def _welch_view(e: dict[str, Any], margin: float, alpha: float | None) -> dict[str, Any] | None:
+    """The val difference (candidate - incumbent) with its Welch interval and one-sided p."""
+    inc = (e.get("incumbent") or {}).get("val_scores")
+    cand = (e.get("candidate") or {}).get("val_scores")
+    if not inc or not cand:
+        return None
+    c = improvement_test(inc, cand, margin, alpha=alpha)
+    return {"diff": c.diff, "lo": c.diff_ci[0], "hi": c.diff_ci[1], "p": c.p_value}
+
+
 def round_series(run: Run) -> list[dict[str, Any]]:
     """One entry per finished round (the last record of a round wins if it was repeated)."""
+    config = run.config()
+    margin = float(config.get("margin") or 0.0)
+    alpha = config.get("alpha", 0.05)
     by_round: dict[int, dict[str, Any]] = {}
     for e in run.events("round_end"):
         by_round[int(e["round"])] = e
@@ -56,6 +69,7 @@ def round_series(run: Run) -> list[dict[str, Any]]:
             **{who: {s: _point(e.get(who), s) for s in SPLITS} for who in WHO},
             "model_calls": e.get("model_calls"), "tokens": e.get("tokens"),
             "cost_usd": e.get("cost_usd"), "wall_s": e.get("wall_s"), "findings": e.get("findings"),
+            "welch": _welch_view(e, margin, alpha),
         })
     return series
 
@@ -168,6 +182,17 @@ def _fmt(p: dict[str, Any] | None, pct: bool = False) -> str:
     return f"{m} [{k * p['lo']:.{d}f}, {k * p['hi']:.{d}f}]"
 
 
+def _welch_cell(w: dict[str, Any] | None) -> str:
+    if not w:
+        return "–"
+    text = f"{w['diff']:+.3f}"
+    if not math.isnan(w["lo"]):
+        text += f" [{w['lo']:+.3f}, {w['hi']:+.3f}]"
+    if not math.isnan(w["p"]):
+        text += f", p={w['p']:.3g}"
+    return text
+
+
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return f'<p><img src="data:image/png;base64,{data}" alt="{_e(alt)}" title="{_e(path.name)}"></p>'
@@ -210,14 +235,18 @@ def _render(run: Run, series: list[dict[str, Any]], usage: list[dict[str, Any]],
     parts.append("<h2>Meta-utility per round</h2>")
     parts.append("<p>Each point is the mean over the meta-utility's improver runs; bars are 95% "
                  "Student t intervals from the per-run scores. The incumbent is the improver "
-                 "going into the round; the candidate is what it wrote for itself.</p>")
+                 "going into the round; the candidate is what it wrote for itself. A candidate "
+                 "is adopted when its val mean beats the incumbent's by more than the margin and "
+                 "a one-sided Welch t-test agrees (Δ val: candidate minus incumbent, with its "
+                 "Welch interval and p-value).</p>")
     parts.append(_img(figs["meta_utility"], "meta-utility per round"))
     rows = [[str(r["round"]), _fmt(r["incumbent"]["val"]), _fmt(r["candidate"]["val"]),
-             _fmt(r["incumbent"]["test"]), _fmt(r["candidate"]["test"]),
+             _fmt(r["incumbent"]["test"]), _fmt(r["candidate"]["test"]), _welch_cell(r["welch"]),
              '<span class="yes">adopted</span>' if r["adopted"] else '<span class="no">rejected</span>',
              _e(r["reason"])] for r in series]
     parts.append(_table(["round", "incumbent val", "candidate val", "incumbent test",
-                         "candidate test", "decision", "reason"], rows, {1, 2, 3, 4})
+                         "candidate test", "Δ val [Welch 95%], p", "decision", "reason"], rows,
+                        {1, 2, 3, 4, 5})
                  if rows else "<p class='muted'>No round has finished yet.</p>")
 
     parts.append("<h2>Language-model use</h2>")

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from stop.cli import cli
 from stop.report import model_use, round_series
+from stop.stats import welch
 from stop.store import RunStore
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report_run" / "20260101-000000-fixture"
@@ -54,6 +55,14 @@ def test_round_series_intervals_match_reference(runs) -> None:
             assert p["lo"] == pytest.approx(mean - half)
             assert p["hi"] == pytest.approx(mean + half)
             assert p["n"] == 5
+    # the decision statistics: candidate minus incumbent on val, Welch interval, one-sided p
+    inc, cand = end["incumbent"]["val_scores"], end["candidate"]["val_scores"]
+    diff, _, _, p_value, (lo, hi) = welch(inc, cand)
+    w = series[0]["welch"]
+    assert w["diff"] == pytest.approx(statistics.fmean(cand) - statistics.fmean(inc))
+    assert (w["lo"], w["hi"], w["p"]) == pytest.approx((lo, hi, p_value))
+    assert w["p"] < 0.05  # round 1 was adopted
+    assert series[1]["welch"]["diff"] < 0  # round 2 was rejected
 
 
 def test_model_use_per_round(runs) -> None:
@@ -83,6 +92,7 @@ def test_report_renders_with_readable_figures(runs) -> None:
     # rounds, decisions and their reasons
     assert text.count('class="yes">adopted') == 2 and text.count('class="no">rejected') == 1
     assert "does not beat incumbent" in text
+    assert text.count(", p=") == 3
     # improver diffs between adopted rounds: 0 -> 1 and 1 -> 3
     assert "round 0 → round 1" in text and "round 1 → round 3" in text
     assert "for temperature in (0.4, 0.7, 1.0):" in text
