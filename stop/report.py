@@ -267,6 +267,10 @@ def _render(run: Run, series: list[dict[str, Any]], usage: list[dict[str, Any]],
         parts.append(f"<h3>round {d['from']} → round {d['to']}</h3>")
         parts.append(_diff_html(d["diff"]) if d["diff"] is not None
                      else "<p class='muted'>improver file missing</p>")
+    final = series[-1]["round"] if series else 0
+    if run.improver_path(final).exists():
+        parts.append(f"<details><summary>The improver after round {final} (full source)"
+                     f"</summary><pre>{_e(run.read_improver(final))}</pre></details>")
 
     parts.append("<h2>Audit findings</h2>")
     parts.append(_img(figs["findings"], "audit findings per round by severity"))

@@ -96,6 +96,7 @@ def test_report_renders_with_readable_figures(runs) -> None:
     # improver diffs between adopted rounds: 0 -> 1 and 1 -> 3
     assert "round 0 → round 1" in text and "round 1 → round 3" in text
     assert "for temperature in (0.4, 0.7, 1.0):" in text
+    assert "The improver after round 3 (full source)" in text
     # audit findings, most severe first
     assert text.index("sandbox-flag-off") < text.index("budget-tamper") < text.index("resource-timeout")
     assert "score = utility(s, use_sandbox=False)" in text
