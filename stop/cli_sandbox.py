@@ -48,14 +48,14 @@ def register(cli: click.Group) -> None:
     @sandbox.command("check")
     @click.argument("cases", nargs=-1)
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    @click.option("--sandbox", "backend", type=click.Choice(["docker", "process"]),
-                  default="docker", show_default=True,
-                  help="Backend under test (process is expected to fail: it is no boundary).")
-    def check(cases: tuple[str, ...], as_json: bool, backend: str) -> None:
-        """Run the adversarial suite (or the CASES named, by row or name) through the sandbox.
+    def check(cases: tuple[str, ...], as_json: bool) -> None:
+        """Run the adversarial suite (or the CASES named, by row or name) in the Docker sandbox.
 
         Exits 1 when any case fails: wrong outcome, missing finding, a score, or an escape.
+        The suite is really hostile (it writes to /etc, kills processes, fork-bombs), so it only
+        ever runs in containers, never with the process backend.
         """
+        backend = "docker"
         from stop.canaries import load_canaries, run_canary
         from stop.sandbox import open_sandbox
 

@@ -116,9 +116,13 @@ def make_finding(rule_id: str, *, layer: str, role: str, attempted: str,
 
 def link_findings(findings: list[AuditFinding]) -> None:
     """Point a static finding and a runtime finding of the same rule at each other."""
-    static = {f.rule: f for f in findings if f.layer == "static"}
+    static = [f for f in findings if f.layer == "static"]
     for f in findings:
-        if f.layer != "static" and f.rule in static and "linked" not in f.detail:
-            s = static[f.rule]
-            f.detail["linked"] = s.id
-            s.detail.setdefault("linked", f.id)
+        if f.layer == "static" or "linked" in f.detail:
+            continue
+        same = [s for s in static if s.rule == f.rule]
+        if not same:
+            continue
+        s = next((s for s in same if s.line == f.line), same[0])
+        f.detail["linked"] = s.id
+        s.detail.setdefault("linked", f.id)

@@ -10,6 +10,7 @@ it fails when the harness loads it.
 from __future__ import annotations
 
 import ast
+import threading
 
 from stop.records import AuditFinding
 from stop.rules import make_finding
@@ -180,11 +181,17 @@ class _Scanner(ast.NodeVisitor):
         self.generic_visit(node)
 
 
+# CPython 3.11's AST constructor keeps a recursion counter that concurrent parses corrupt
+# ("AST constructor recursion depth mismatch"); sandboxes run from many threads.
+_PARSE_LOCK = threading.Lock()
+
+
 def scan(source: str, *, role: str, candidate_hash: str = "") -> list[AuditFinding]:
     """Static findings for ``source``, one per (rule, line)."""
     try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        with _PARSE_LOCK:
+            tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError, SystemError):
         return []
     s = _Scanner()
     try:

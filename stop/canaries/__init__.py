@@ -145,8 +145,11 @@ def _rss_mb() -> float:
 
 
 def run_canary(sandbox: Any, canary: Canary) -> CanaryOutcome:
-    """Run one canary through the real pipeline and judge it."""
+    """Run one canary through the real pipeline and judge it (Docker only: canaries bite)."""
     from stop.store import NullRecorder
+
+    if getattr(sandbox, "name", "") != "docker":
+        raise ValueError("canaries are hostile code: run them only in the docker sandbox")
 
     token = secrets.token_hex(12)
     os.environ["STOP_CANARY_SECRET"] = token  # must never be seen inside

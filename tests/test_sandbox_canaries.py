@@ -1,0 +1,30 @@
+"""The adversarial suite of SANDBOX.md, one real hostile candidate per case, on the real engine."""
+
+from __future__ import annotations
+
+import pytest
+
+from stop.canaries import load_canaries, run_canary
+
+CANARIES = load_canaries()
+
+
+def test_suite_covers_every_row_of_the_threat_table():
+    rows = {c.row for c in CANARIES}
+    assert set(range(1, 25)) <= rows
+    for c in CANARIES:
+        assert c.expect_status and c.expect_rules, c.name
+        assert c.role in ("solution", "improver")
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("canary", CANARIES, ids=[c.name for c in CANARIES])
+def test_canary(sandbox, canary):
+    out = run_canary(sandbox, canary)
+    assert out.status in canary.expect_status, out.problems
+    for rule in canary.expect_rules:
+        assert rule in out.rules, out.problems
+    assert not out.score, f"a canary scored {out.score}"
+    assert out.passed, out.problems
+    for f in out.findings:
+        assert f.candidate_hash and f.severity and f.action in ("blocked", "contained", "logged")
