@@ -396,10 +396,12 @@ class LocalModel:
             if self._client is not None and (self.server.proc is None or self.server.proc.poll() is None):
                 if self.server.proc is not None or _healthy(self._url):
                     return self._client
-            shared = [s for s in running_servers()
-                      if s.get("shared") and s.get("model") == self.spec.alias and _healthy(s["url"])]
-            # A server from `stop model serve` is used as is; otherwise this model starts its own.
-            self._url = shared[0]["url"] if shared else self.server.start()
+            # One server per model on the machine: a second one would only fight the first for
+            # the same cores. It answers one request at a time, so sharing it is safe.
+            live = [s for s in running_servers()
+                    if s.get("model") == self.spec.alias and _healthy(s["url"])]
+            live.sort(key=lambda s: not s.get("shared"))
+            self._url = live[0]["url"] if live else self.server.start()
             self._client = LiteLLMModel(f"openai/{self.spec.alias}", api_base=f"{self._url}/v1",
                                         api_key="local", display_name=self.name, timeout_s=3600.0)
             return self._client

@@ -125,7 +125,8 @@ class BatchedEngine:
         return len(todo)
 
     def chat(self, messages: list[dict], *, n: int = 1, temperature: float = 0.7,
-             max_tokens: int = 256, seed: int | None = None, stop: list[str] | None = None) -> dict:
+             max_tokens: int = 256, seed: int | None = None, stop: list[str] | None = None,
+             ignore_eos: bool = False) -> dict:
         llama_cpp = self.llama_cpp
         fmt = self.formatter(messages=messages)
         prompt = fmt.prompt
@@ -158,12 +159,12 @@ class BatchedEngine:
                 for s in list(active):
                     tok = samplers[s].sample(self.ctx, out_index[s])
                     counts[s] += 1
-                    if llama_cpp.llama_vocab_is_eog(vocab, tok):
+                    if not ignore_eos and llama_cpp.llama_vocab_is_eog(vocab, tok):
                         finish[s] = "stop"
                         active.remove(s)
                         continue
                     pieces[s] += self._piece(tok)
-                    if stops and any(x.encode() in pieces[s][-64 - len(x):] for x in stops):
+                    if stops and not ignore_eos and any(x.encode() in pieces[s][-64 - len(x):] for x in stops):
                         finish[s] = "stop"
                         active.remove(s)
                         continue
@@ -231,7 +232,8 @@ def make_handler(engine: BatchedEngine, alias: str, stats_path: Path | None) -> 
                 out = engine.chat(body["messages"], n=body.get("n") or 1,
                                   temperature=float(body.get("temperature", 0.7)),
                                   max_tokens=body.get("max_tokens") or 256, seed=body.get("seed"),
-                                  stop=[stop] if isinstance(stop, str) else stop)
+                                  stop=[stop] if isinstance(stop, str) else stop,
+                                  ignore_eos=bool(body.get("ignore_eos")))
             except (ValueError, KeyError, TypeError) as e:
                 self._send(400, {"error": {"message": str(e), "type": "invalid_request_error"}})
                 return

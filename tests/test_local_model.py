@@ -96,10 +96,15 @@ def test_smoke_model_end_to_end_through_the_gateway(tmp_path):
     lm = LanguageModel(Gateway(model, recorder=rec, cache_dir=tmp_path), scope="e2e", max_tokens=24)
     try:
         texts = lm.prompt("You write Python.", "Write a function that adds two numbers.", n_responses=3)
+        # A smoke server already running on this machine is reused; else this model started one.
         proc = model.server.proc
-        assert proc is not None and proc.poll() is None
-        state = local_model.servers_dir() / f"{proc.pid}.json"
-        assert state.exists()
+        if proc is not None:
+            assert proc.poll() is None
+            state = local_model.servers_dir() / f"{proc.pid}.json"
+            assert state.exists()
+        else:
+            assert any(s["model"] == "smollm2-135m-instruct-q4_1"
+                       for s in local_model.running_servers())
     finally:
         model.close()
     assert len(texts) == 3 and all(isinstance(t, str) and t.strip() for t in texts)
@@ -107,6 +112,7 @@ def test_smoke_model_end_to_end_through_the_gateway(tmp_path):
     assert call["type"] == "model_call" and call["n"] == 3 and not call["cached"]
     assert call["prompt_tokens"] > 10 and 3 <= call["completion_tokens"] <= 3 * 24
     assert call["model"] == "local/smollm2-135m-instruct-q4_1"
-    assert proc.poll() is not None and not state.exists()
+    if proc is not None:
+        assert proc.poll() is not None and not state.exists()
     stats = local_model.last_use()
     assert stats["model"] == "smollm2-135m-instruct-q4_1" and stats["n"] == 3
