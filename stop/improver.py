@@ -128,10 +128,18 @@ def run_improver_outcome(improver_source: str, *, initial_solution: str, descrip
     from stop.sandbox import ServiceError
 
     lock = threading.Lock()
-    used = {"utility": 0}
+    used: dict[str, Any] = {"utility": 0, "service_s": 0.0}
     host_errors: list[BaseException] = []
 
     def services(method: str, params: dict) -> Any:
+        started = time.monotonic()
+        try:
+            return handle(method, params)
+        finally:
+            with lock:
+                used["service_s"] += time.monotonic() - started
+
+    def handle(method: str, params: dict) -> Any:
         if method == "language_model.batch_prompt":
             expertise = params.get("expertise", "")
             messages = params.get("messages")
@@ -204,7 +212,7 @@ def run_improver_outcome(improver_source: str, *, initial_solution: str, descrip
                     status=outcome.status, fallback=outcome.fallback, reason=outcome.reason,
                     returned_hash=source_hash(outcome.returned),
                     utility_calls=outcome.utility_calls, lm_calls=outcome.lm_calls,
-                    wall_s=round(wall, 3))
+                    wall_s=round(wall, 3), service_s=round(used["service_s"], 3))
     return outcome
 
 
