@@ -160,7 +160,10 @@ class Session:
         elif kind == "finding":
             self._runtime_finding(frame)
         elif kind == "result":
-            self.results.append(frame)
+            if any(r.get("i") == frame.get("i") for r in self.results):
+                self._tamper(f"second result for call {frame.get('i')!r}")
+            else:
+                self.results.append(frame)
         elif kind == "req":
             self._request(frame)
         elif kind == "hello":

@@ -27,6 +27,9 @@ MODULE_RULES = {
     "ctypes": "native-code", "_ctypes": "native-code", "cffi": "native-code",
     "mmap": "native-code", "gc": "interpreter-patch", "inspect": "interpreter-patch",
     "importlib": "dynamic-code", "signal": "signal-tamper", "resource": "signal-tamper",
+    # the harness's own modules: reaching into them is reaching for the protocol channel
+    "__main__": "interpreter-patch", "tripwires": "interpreter-patch",
+    "harness": "interpreter-patch", "codec": "interpreter-patch",
 }
 CALL_RULES = {
     "os.system": "process-spawn", "os.popen": "process-spawn", "os.fork": "process-spawn",

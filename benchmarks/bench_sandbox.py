@@ -1,0 +1,187 @@
+"""Sandboxed evaluation throughput: the cost of running every candidate in a fresh container.
+
+One run, four ways of evaluating the same batch of distinct LPN solutions (each on a few
+validation instances, scored on the host):
+
+  in-process   exec() in the orchestrator (unsafe; what the original STOP code does)
+  subprocess   a bare `python` child per candidate (no isolation at all)
+  docker-cold  a fresh hardened container per candidate, started on demand
+  docker-pool  a fresh hardened container per candidate, pre-started by the pool
+
+Usage: python benchmarks/bench_sandbox.py [--n 200] [--instances 3] [--pool 3]
+Writes benchmarks/results/sandbox.json and prints ratios and per-candidate overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SOLVERS = [
+    '''import numpy as np
+
+
+def algorithm(train_samples, train_parity, test_samples):
+    # variant {k}: try every parity mask, keep the one that fits the noisy labels best
+    n = train_samples.shape[1]
+    masks = ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)
+    fits = ((train_samples @ masks.T) % 2 == train_parity[:, None]).sum(axis=0)
+    best = masks[int(np.argmax(fits))]
+    return (test_samples @ best) % 2
+''',
+    '''import numpy as np
+
+
+def algorithm(train_samples, train_parity, test_samples):
+    # variant {k}: least squares, rounded
+    w = np.linalg.lstsq(train_samples, train_parity, rcond=None)[0]
+    return (test_samples @ w > 0.5).astype(int)
+''',
+]
+
+BARE_RUNNER = r'''
+import json, sys
+import numpy as np
+job = json.loads(sys.stdin.read())
+ns = {}
+exec(compile(job["source"], "candidate.py", "exec"), ns)
+out = []
+for args in job["calls"]:
+    value = ns["algorithm"](*[np.array(a) for a in args])
+    out.append(np.asarray(value).tolist())
+sys.stdout.write(json.dumps(out))
+'''
+
+
+def candidates(n: int) -> list[str]:
+    return [SOLVERS[k % len(SOLVERS)].replace("{k}", str(k)) for k in range(n)]
+
+
+def grade(task, insts, values) -> float:
+    total = 0.0
+    for inst, v in zip(insts, values, strict=False):
+        try:
+            total += float(task.scorer.score(task.scorer.check(v, inst), inst))
+        except Exception:
+            pass
+    return total / len(insts)
+
+
+def run_in_process(task, insts, sources):
+    scores = []
+    for src in sources:
+        ns: dict = {}
+        exec(compile(src, "candidate.py", "exec"), ns)
+        scores.append(grade(task, insts, [ns["algorithm"](*i.args) for i in insts]))
+    return scores
+
+
+def run_subprocess(task, insts, sources):
+    scores = []
+    calls = [[np.asarray(a).tolist() for a in i.args] for i in insts]
+    for src in sources:
+        p = subprocess.run([sys.executable, "-I", "-c", BARE_RUNNER], capture_output=True,
+                           input=json.dumps({"source": src, "calls": calls}).encode(),
+                           timeout=60, env={})
+        values = [np.array(v) for v in json.loads(p.stdout)]
+        scores.append(grade(task, insts, values))
+    return scores
+
+
+def run_sandbox(task, sandbox, sources):
+    from stop.tasks import score_solution
+
+    scores = []
+    for src in sources:
+        rep = score_solution(task, src, split="val", sandbox=sandbox)
+        if rep.exec_status != "ok":
+            raise RuntimeError(f"sandboxed evaluation failed: {rep.exec_status}")
+        scores.append(rep.score)
+    return scores
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200, help="candidates per mode")
+    ap.add_argument("--instances", type=int, default=3, help="LPN instances per candidate")
+    ap.add_argument("--pool", type=int, default=3, help="pre-started containers")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/sandbox.json")
+    args = ap.parse_args()
+
+    from stop.docker_sandbox import DockerSandbox
+    from stop.image import ensure_image
+    from stop.tasks import instances, load_task
+
+    task = dataclasses.replace(load_task("parity_noise"), n_val=args.instances)
+    insts = instances(task, "val")
+    sources = candidates(args.n)
+    image = ensure_image()
+    modes: dict[str, dict] = {}
+
+    def timed(name, fn):
+        print(f"[bench] {name}: {args.n} candidates x {args.instances} instances ...",
+              file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        scores = fn()
+        wall = time.perf_counter() - t0
+        modes[name] = {"wall_s": round(wall, 3), "per_candidate_ms": round(1000 * wall / args.n, 2),
+                       "throughput_per_s": round(args.n / wall, 3),
+                       "mean_score": round(float(np.mean(scores)), 4)}
+        print(f"[bench] {name}: {wall:.1f}s, {1000 * wall / args.n:.1f} ms per candidate",
+              file=sys.stderr, flush=True)
+
+    timed("in-process", lambda: run_in_process(task, insts, sources))
+    timed("subprocess", lambda: run_subprocess(task, insts, sources))
+    cold = DockerSandbox(image)
+    try:
+        timed("docker-cold", lambda: run_sandbox(task, cold, sources))
+    finally:
+        cold.close()
+    pool = DockerSandbox(image, pool_size=args.pool)
+    try:
+        time.sleep(3)  # let the pool fill, as it would between rounds
+        timed("docker-pool", lambda: run_sandbox(task, pool, sources))
+    finally:
+        pool.close()
+
+    base = modes["in-process"]["per_candidate_ms"]
+    bare = modes["subprocess"]["throughput_per_s"]
+    for m in modes.values():
+        m["overhead_ms_vs_in_process"] = round(m["per_candidate_ms"] - base, 2)
+        m["throughput_vs_subprocess"] = round(m["throughput_per_s"] / bare, 3)
+    result = {
+        "n_candidates": args.n, "instances_per_candidate": args.instances,
+        "pool_size": args.pool, "image": image, "modes": modes,
+        "pool_vs_subprocess": modes["docker-pool"]["throughput_vs_subprocess"],
+        "pool_vs_cold": round(modes["docker-pool"]["throughput_per_s"]
+                              / modes["docker-cold"]["throughput_per_s"], 3),
+        "goal_pool_ge_0_8x_subprocess": modes["docker-pool"]["throughput_vs_subprocess"] >= 0.8,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'mode':<12} {'ms/cand':>9} {'cand/s':>8} {'vs subproc':>10} {'overhead ms':>12}")
+    for name, m in modes.items():
+        print(f"{name:<12} {m['per_candidate_ms']:>9.1f} {m['throughput_per_s']:>8.2f} "
+              f"{m['throughput_vs_subprocess']:>10.2f} {m['overhead_ms_vs_in_process']:>12.1f}")
+    print(f"pool / subprocess = {result['pool_vs_subprocess']:.2f} "
+          f"(goal >= 0.8: {'met' if result['goal_pool_ge_0_8x_subprocess'] else 'NOT met'}); "
+          f"pool / cold = {result['pool_vs_cold']:.2f}; written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
