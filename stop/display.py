@@ -130,9 +130,13 @@ class Display:
 
     def __call__(self, event: dict[str, Any]) -> None:
         line = self.progress.update(event)
-        if line and self._live is None and not self.quiet:
-            stamp = time.strftime("%H:%M:%S")
+        if not line or self.quiet:
+            return
+        stamp = time.strftime("%H:%M:%S")
+        if self._live is None:
             print(f"[{stamp}] {line}", file=self.stream, flush=True)
+        elif event.get("type") in ("round_end", "audit_finding", "run_end"):
+            self._live.console.print(f"[{stamp}] {line}", markup=False, highlight=False)
 
     def _render(self) -> Any:
         from rich.table import Table
