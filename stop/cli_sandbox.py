@@ -24,13 +24,17 @@ def register(cli: click.Group) -> None:
     @sandbox.command("build")
     @click.option("--force", is_flag=True, help="Rebuild even when the current tag exists.")
     @click.option("--base", is_flag=True, help="Also re-bootstrap the Debian base image.")
-    def build(force: bool, base: bool) -> None:
+    @click.option("--prune", is_flag=True, help="Remove images of older sandbox/ contents.")
+    def build(force: bool, base: bool, prune: bool) -> None:
         """Build the image (tagged by a hash of sandbox/) and print its tag."""
-        from stop.image import build_base, build_image
+        from stop.image import build_base, build_image, prune_images
 
         if base:
             build_base(force=True)
-        click.echo(build_image(force=force))
+        click.echo(build_image(force=force or base))
+        if prune:
+            for tag in prune_images():
+                click.echo(f"removed {tag}", err=True)
 
     @sandbox.command("status")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

@@ -159,6 +159,17 @@ def build_image(force: bool = False) -> str:
     return tag
 
 
+def prune_images() -> list[str]:
+    """Remove stop-sandbox images of older sandbox/ contents that no container uses."""
+    keep = image_tag()
+    r = _docker("images", IMAGE_REPO, "--format", "{{.Repository}}:{{.Tag}}", check=False)
+    removed = []
+    for tag in r.stdout.decode().split():
+        if tag != keep and _docker("rmi", tag, check=False).returncode == 0:
+            removed.append(tag)
+    return removed
+
+
 def ensure_image() -> str:
     """The current image tag, building it first when it does not exist."""
     return build_image(force=False)
