@@ -236,3 +236,30 @@ def test_replay_reports_a_changed_score_and_a_missing_model_call(scripted_run, t
     result = CliRunner().invoke(cli, ["replay", scripted_run.id, "--quiet"])
     assert result.exit_code == 1
     assert "no recorded reply" in str(result.exception)
+
+
+def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_run(tmp_path):
+    require_docker()
+    env = {**os.environ, "STOP_RUNS_DIR": str(tmp_path / "runs")}
+    sets = [f"--set={k}={v}" for k, v in SETTINGS.items() if k != "rounds"]
+    cmd = [sys.executable, "-c", "from stop.cli import main; main()", "run", "--quiet",
+           "--rounds", "1", "--model", f"scripted:{FIX / 'script.json'}", *sets]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        logs = list((tmp_path / "runs").glob("*/events.jsonl"))
+        if logs and '"improver_test"' in logs[0].read_text():
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    run = RunStore(tmp_path / "runs").open("latest")
+    assert f"stop run --resume {run.id}" in err
+    assert [e["status"] for e in run.events("run_end")] == ["interrupted"]
+    s = summarize(run)
+    assert s["status"] == "interrupted" and s["rounds_done"] == 0
+    assert json.loads((run.dir / "summary.json").read_text())["status"] == "interrupted"
+    assert not run.log.torn_tail()
