@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-FIXTURE = Path(__file__).parent / "fixtures" / "loop_run"
-RUN_ID = "20261122-031739-parity_noise"
+# The run's files in one JSON document (its improver sources are data, kept byte for byte).
+FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "loop_run.json").read_text())
+RUN_ID = FIXTURE["id"]
 
 
 @pytest.fixture
 def runs(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "runs"
-    shutil.copytree(FIXTURE, root)
+    for rel, text in FIXTURE["files"].items():
+        path = root / RUN_ID / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
     monkeypatch.setenv("STOP_RUNS_DIR", str(root))
     return root
 
