@@ -71,7 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     which = "smollm2" if args.smoke else "embedded"
     expertise, message = stop_prompt()
-    server = local_model.LocalServer(which)
+    server = local_model.LocalServer(which, advertise=False)  # no other process may share it
     t0 = time.monotonic()
     url = server.start()
     load_s = time.monotonic() - t0

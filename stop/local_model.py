@@ -308,12 +308,14 @@ class LocalServer:
     """One `stop.local_server` process on 127.0.0.1 with a free port; health-checked."""
 
     def __init__(self, which: str = "embedded", *, threads: int | None = None,
-                 n_ctx: int = 8192, exit_with_parent: bool = True, port: int | None = None) -> None:
+                 n_ctx: int = 8192, exit_with_parent: bool = True, port: int | None = None,
+                 advertise: bool = True) -> None:
         self.which = which
         self.spec = SPECS[which]
         self.threads = threads or int(os.environ.get("STOP_LOCAL_THREADS", "0") or 0) or None
         self.n_ctx = n_ctx
         self.exit_with_parent = exit_with_parent
+        self.advertise = advertise  # listed for reuse by other processes of this project
         self.proc: subprocess.Popen | None = None
         self.port: int | None = port
         self.log_path = cache_dir() / "logs" / f"local-model-{which}.log"
@@ -352,10 +354,11 @@ class LocalServer:
                                       f"while starting; see {self.log_path}")
             if _healthy(self.url, timeout=1.0):
                 servers_dir().mkdir(parents=True, exist_ok=True)
-                (servers_dir() / f"{self.proc.pid}.json").write_text(json.dumps({
-                    "pid": self.proc.pid, "port": self.port, "url": self.url,
-                    "model": self.spec.alias, "path": str(path), "log": str(self.log_path),
-                    "shared": not self.exit_with_parent, "started": round(time.time(), 3)}))
+                if self.advertise:
+                    (servers_dir() / f"{self.proc.pid}.json").write_text(json.dumps({
+                        "pid": self.proc.pid, "port": self.port, "url": self.url,
+                        "model": self.spec.alias, "path": str(path), "log": str(self.log_path),
+                        "shared": not self.exit_with_parent, "started": round(time.time(), 3)}))
                 atexit.register(self.stop)
                 return self.url
             time.sleep(0.25)
