@@ -242,6 +242,9 @@ def run_solve(job, fwd):
             CHAN.send("result", i=i, status="error", value=None, error=load_error, elapsed_s=0.0)
             continue
         status, value, error = "ok", None, ""
+        if signal.getsignal(signal.SIGALRM) is not _alarm:
+            CHAN.finding("signal-tamper", "replaced the harness's SIGALRM handler")
+            signal.signal(signal.SIGALRM, _alarm)
         t0 = _now()
         try:
             if per_call > 0:

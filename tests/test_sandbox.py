@@ -277,3 +277,17 @@ def test_pool_containers_serve_exactly_one_execution_with_their_own_limits():
     assert results[0].value[0]["value"][1] in (str(512 * 1024 * 1024), "?")
     assert small.value[0]["value"][1] in (str(96 * 1024 * 1024), "?")
     assert len(par) == 4
+
+
+def test_a_replaced_alarm_handler_is_reported_and_restored(sandbox):
+    r = solve(sandbox, """
+        import signal
+        def algorithm(x):
+            if x == 0:
+                signal.signal(signal.SIGALRM, signal.SIG_IGN)
+                return 0
+            while True:
+                pass
+        """, [[0], [1]], per_call_s=0.5)
+    assert r.status == "ok" and [c["status"] for c in r.value] == ["ok", "timeout"]
+    assert any(f.rule == "signal-tamper" and f.layer == "runtime" for f in r.findings)

@@ -5,7 +5,7 @@ Only the host's deadline can stop it: the finding must name the wall-clock limit
 import signal
 
 CANARY = {"row": 4, "role": "solution", "expect_status": ["timeout"],
-          "expect_rules": ["resource-timeout"], "expect_detail": {"limit": "wall_s"},
+          "expect_rules": ["resource-timeout", "signal-tamper"], "expect_detail": {"limit": "wall_s"},
           "summary": "endless CPU loop, alarm ignored"}
 
 
