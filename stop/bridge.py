@@ -257,11 +257,11 @@ class Session:
     def check_output(self) -> None:
         """Findings about the candidate's own output: floods and imitation frames."""
         text = self.stdout.text() + "\n" + self.stderr.text()
-        if self.nonce in text or _FAKE.search(text):
-            sample = (_FAKE.search(text) or re.search(re.escape(self.nonce), text))
-            at = sample.start() if sample else 0
+        fake = next((ln for ln in text.splitlines() if self.nonce in ln or (
+            ln.lstrip().startswith("{") and _FAKE.search(ln))), None)
+        if fake is not None:
             self.finding("fake-frame", "host", "printed text that imitates a result or frame "
-                         "(ignored)", sample=text[max(0, at - 20): at + 80])
+                         "(ignored)", sample=fake.strip()[:120])
         for name, buf in (("stdout", self.stdout), ("stderr", self.stderr)):
             if buf.truncated:
                 self.finding("resource-output", "container",

@@ -89,9 +89,12 @@ def image_status() -> ImageStatus:
     return ImageStatus(tag, _exists(tag), base, _exists(base))
 
 
-def debian_mirror() -> str:
+APT_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
+
+
+def debian_mirror(sources: tuple[Path, ...] = APT_SOURCES) -> str:
     """The Debian mirror this machine's apt uses, so debootstrap works where apt works."""
-    for src in (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")):
+    for src in sources:
         if not src.exists():
             continue
         for line in src.read_text().splitlines():
