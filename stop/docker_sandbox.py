@@ -241,9 +241,11 @@ class DockerSandbox:
                 sock.close()
             except OSError:
                 pass
-            state = self._final_state(cid)
+            left = ex.limits.wall_s + ex.session.service_seconds() - wall
+            state, killed = self._final_state(cid, 0.0 if timed_out else left)
+            wall = time.monotonic() - t0
             result = ex.verdict(exit_code=state.get("ExitCode"), oom=bool(state.get("OOMKilled")),
-                                timed_out=timed_out, wall_s=wall)
+                                timed_out=timed_out or killed, wall_s=wall)
         except SandboxUnavailable:
             raise
         except Exception as e:
@@ -302,13 +304,17 @@ class DockerSandbox:
                 else:
                     ex.session.feed_stderr(payload)
 
-    def _final_state(self, cid: str) -> dict:
+    def _final_state(self, cid: str, left: float) -> tuple[dict, bool]:
+        """The engine's view once the container stopped; kill it if it outlives the deadline
+        (a candidate can close its streams and keep running). True if killed here."""
+        killed = False
         try:
-            self.api.wait(cid, timeout=10)
+            self.api.wait(cid, timeout=max(1.0, left + 0.5))
         except Exception:
+            killed = True
             try:
                 self.api.kill(cid)
                 self.api.wait(cid, timeout=10)
             except Exception:
                 pass
-        return self.api.inspect_container(cid).get("State", {})
+        return self.api.inspect_container(cid).get("State", {}), killed

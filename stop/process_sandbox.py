@@ -63,7 +63,12 @@ class ProcessSandbox:
                 preexec_fn=lambda: _limit(limits))
             send(ex.job_line)
             timed_out = self._pump(proc, ex, t0)
-            _killpg(proc)
+            if not timed_out:
+                try:
+                    proc.wait(timeout=1.0)
+                except subprocess.TimeoutExpired:
+                    pass
+            _killpg(proc)  # whatever the candidate left in its session goes too
             code = proc.wait()
             result = ex.verdict(exit_code=code, oom=False, timed_out=timed_out,
                                 wall_s=time.monotonic() - t0)

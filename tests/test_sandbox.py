@@ -291,3 +291,13 @@ def test_a_replaced_alarm_handler_is_reported_and_restored(sandbox):
         """, [[0], [1]], per_call_s=0.5)
     assert r.status == "ok" and [c["status"] for c in r.value] == ["ok", "timeout"]
     assert any(f.rule == "signal-tamper" and f.layer == "runtime" for f in r.findings)
+
+
+def test_closing_the_streams_does_not_outlive_the_deadline(sandbox):
+    r = solve(sandbox, """
+        import os, time
+        def algorithm():
+            os.closerange(0, 1024)
+            time.sleep(3600)
+        """, [[]], per_call_s=0, limits=ExecLimits(wall_s=3))
+    assert r.status == "timeout" and r.wall_s < 8

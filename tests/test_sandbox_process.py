@@ -13,7 +13,7 @@ def test_solves_and_warns_every_time(process_sandbox, capfd):
            "entry": "algorithm", "calls": [[1], [2]], "per_call_s": 2.0}
     for _ in range(2):
         r = process_sandbox.execute(job, limits=ExecLimits(), role="solution")
-        assert r.status == "ok" and r.backend == "process"
+        assert r.status == "ok" and r.backend == "process" and r.exit_code == 0
         assert [c["value"] for c in r.value] == [(1, 1), (2, 2)] and r.stdout == "hi\nhi\n"
     assert capfd.readouterr().err.count("NOT a security boundary") == 2
 
