@@ -161,18 +161,19 @@ def _exec_file(file: Path, *, role: str | None, task_name: str, backend: str,
         if role == "solution":
             import dataclasses
 
-            from stop.tasks import instances, load_task
+            from stop.canaries import _Capturing
+            from stop.tasks import load_task, score_solution
 
-            task = load_task(task_name)
-            insts = instances(dataclasses.replace(task, n_val=3), "val")
-            job = {"kind": "solve", "source": source, "entry": task.entry,
-                   "calls": [i.args for i in insts], "per_call_s": task.per_call_s}
-            r = sb.execute(job, limits=ExecLimits(wall_s=wall_s, memory_mb=task.memory_mb),
-                           role="solution")
-            for i, call in enumerate(r.value or []):
-                shown = call["error"] or repr(call["value"])
-                summary.append(f"call {i}: {call['status']} in {call['elapsed_s']:.3f}s: "
-                               f"{shown[:120]}")
+            task = dataclasses.replace(load_task(task_name), n_val=3)
+            cap = _Capturing(sb)
+            rep = score_solution(task, source, split="val", sandbox=cap)
+            r = cap.results[-1]
+            r.findings = list(rep.findings)
+            for o in rep.outcomes:
+                summary.append(f"instance {o.index}: {o.status}, score {o.score:.3f}"
+                               + (f": {o.detail[:120]}" if o.detail else ""))
+            summary.append(f"score {rep.score:.3f} on {len(rep.outcomes)} {task.name} "
+                           "validation instances (scored on the host)")
         else:
             from stop.canaries import SEED_SOLUTION, CountingServices
 
