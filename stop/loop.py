@@ -151,7 +151,10 @@ class Rounds:
         val = self.evaluations.get((t, who, "val", h))
         test = self.evaluations.get((t, who, "test", h))
         if val is not None and test is not None:
-            return MetaScores(val=list(val["scores"]), test=list(test["scores"]))
+            scores = MetaScores(val=list(val["scores"]), test=list(test["scores"]))
+            if who == "incumbent":
+                self.incumbent_scores = scores
+            return scores
         if who == "candidate" and h == self.incumbent_hash:
             scores, note = self.incumbent_scores, "the incumbent's scores: same source"
         else:
