@@ -171,8 +171,10 @@ class Utility(_Stub):
     def __call__(self, solution, use_sandbox=None, **kwargs):
         if use_sandbox is None and self._flag_param:
             use_sandbox = True
+        if not isinstance(solution, str):
+            raise TypeError(f"utility takes the solution's source text, not {type(solution).__name__}")
         object.__setattr__(self, "uses", self.uses + 1)
-        params = {"solution": solution if isinstance(solution, str) else str(solution),
+        params = {"solution": str.__str__(solution),
                   "use_sandbox": use_sandbox if isinstance(use_sandbox, bool) or use_sandbox is None
                   else bool(use_sandbox)}
         if kwargs:
