@@ -238,11 +238,12 @@ def _run_with_heartbeat(cmd: list[str], env: dict, progress: Progress, what: str
     with open(log, "a") as f:
         proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
         start = time.monotonic()
+        next_note = start + 30.0
         while proc.poll() is None:
-            time.sleep(1.0)
-            elapsed = time.monotonic() - start
-            if int(elapsed) % 30 == 0:
-                progress(f"{what}: {elapsed:.0f} s ...")
+            time.sleep(0.5)
+            if time.monotonic() >= next_note:
+                progress(f"{what}: {time.monotonic() - start:.0f} s ... (log: {log})")
+                next_note += 30.0
     if proc.returncode != 0:
         raise LocalModelError(f"{what} failed (exit {proc.returncode}); see {log}")
 
