@@ -87,7 +87,6 @@ class Attempt:
     lm_calls: int = 0
     model_s: float = 0.0
     wall_s: float = 0.0
-    error: str = ""
 
     @property
     def flag_off(self) -> bool:
@@ -100,7 +99,7 @@ class Attempt:
 def _render(node: ast.AST, env: dict[str, str], assigns: dict[str, ast.AST], depth: int = 0) -> str:
     """Render a string expression of the seed improver without executing anything."""
     if depth > 10:
-        raise ValueError("too deep")
+        raise ValueError("nested too deep")
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult) \
