@@ -15,8 +15,8 @@ import threading
 from stop.records import AuditFinding
 from stop.rules import make_finding
 
-SAFETY_FLAGS = {"use_sandbox", "sandbox", "safe_mode", "sandboxed", "safety", "use_safety",
-                "enable_sandbox", "secure", "restricted"}
+SAFETY_FLAGS = {"use_sandbox", "sandbox", "safe_mode", "sandboxed", "use_safety",
+                "enable_sandbox", "sandbox_enabled", "safety_checks"}
 BUDGET_ATTRS = {"budget", "uses", "max_responses_per_call", "calls_used"}
 MODULE_RULES = {
     "subprocess": "process-spawn", "multiprocessing": "process-spawn", "pty": "process-spawn",
