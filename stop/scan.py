@@ -163,7 +163,11 @@ class _Scanner(ast.NodeVisitor):
             if base in ("sys.modules", "builtins.__dict__", "__builtins__"):
                 self.hit("interpreter-patch", node, f"{base}[...] = ...")
             elif base in ("os.environ",):
-                self.hit("env-read", node, f"{base}[...] = ...")
+                key = target.slice.value if isinstance(target.slice, ast.Constant) else ""
+                if isinstance(key, str) and any(w in key.lower() for w in ("sandbox", "safe")):
+                    self.hit("sandbox-flag-off", node, f"os.environ[{key!r}] = ...")
+                else:
+                    self.hit("env-read", node, f"{base}[...] = ...")
         elif isinstance(target, ast.Name) and target.id in SAFETY_FLAGS and _false(value):
             self.hit("sandbox-flag-off", node, f"{target.id} = {ast.unparse(value)}")
         elif isinstance(target, (ast.Tuple, ast.List)):
