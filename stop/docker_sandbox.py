@@ -39,6 +39,13 @@ _LIVE_LOCK = threading.Lock()
 _CLIENTS: list[Any] = []
 
 
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
 def _owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -228,19 +235,16 @@ class DockerSandbox:
 
         ex = Execution(job, limits=limits, role=role, services=services, backend=self.name,
                        send=send)
-        t0 = time.monotonic()
         cid = None
         try:
             cid = self._acquire(limits)
             sock = self._attach(cid)
             holder["sock"] = sock
+            t0 = time.monotonic()  # the candidate's clock starts when it gets its job
             sock.sendall(ex.job_line)
             timed_out = self._pump(sock, ex, t0, cid)
             wall = time.monotonic() - t0
-            try:
-                sock.close()
-            except OSError:
-                pass
+            _close(sock)
             left = ex.limits.wall_s + ex.session.service_seconds() - wall
             state, killed = self._final_state(cid, 0.0 if timed_out else left)
             wall = time.monotonic() - t0
@@ -254,10 +258,22 @@ class DockerSandbox:
             result.findings = ex.static + ex.session.findings
         finally:
             ex.session.close()
+            if "sock" in holder:
+                _close(holder["sock"])
             if cid is not None:
-                self._bg.submit(self._remove, cid) if not self._closed else self._remove(cid)
+                self._discard(cid)
         return report(result, role=role, limits=limits, kind=job["kind"], recorder=recorder,
                       requests=ex.session.requests)
+
+    def _discard(self, cid: str) -> None:
+        """Remove a used container, in the background unless the sandbox is closing."""
+        try:
+            if not self._closed:
+                self._bg.submit(self._remove, cid)
+                return
+        except RuntimeError:  # executor already shut down
+            pass
+        self._remove(cid)
 
     def _attach(self, cid: str) -> socket.socket:
         resp = self.api.attach_socket(
