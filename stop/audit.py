@@ -123,7 +123,8 @@ def entries(findings: list[AuditFinding]) -> list[AuditEntry]:
         if not (static and dynamic and static[0].finding.candidate_hash):
             continue
         for s in static:
-            for d in dynamic:
+            same_round = [d for d in dynamic if d.finding.round == s.finding.round]
+            for d in same_round or dynamic:
                 if d.id not in s.linked:
                     s.linked.append(d.id)
                 if s.id not in d.linked:
