@@ -63,7 +63,9 @@ def _resolve_task(name: str | None) -> tuple[str, str]:
     return task.name, "meta_optimization"
 
 
-def _run_rounds(run: Any, cfg: RunConfig, quiet: bool) -> None:
+def _run_rounds(get_run: Any, cfg: RunConfig, quiet: bool) -> Any:
+    """Open the model and the sandbox, then the run (so a missing engine leaves no empty run
+    behind), and execute its rounds. Ctrl-C or SIGTERM: log the interruption and exit 130."""
     from stop.display import Display
     from stop.loop import execute
     from stop.models import resolve_model
@@ -72,24 +74,26 @@ def _run_rounds(run: Any, cfg: RunConfig, quiet: bool) -> None:
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
     model = resolve_model(cfg.model, api_base=cfg.api_base)
-    sandbox = None
+    sandbox = open_sandbox(cfg.sandbox)
+    run = None
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        sandbox = open_sandbox(cfg.sandbox)
+        run = get_run()
         with Display(cfg, run.id, quiet=quiet) as display:
             execute(run, cfg, model=model, sandbox=sandbox, listener=display)
     except KeyboardInterrupt:
-        if sandbox is not None:
-            sandbox.close()
+        sandbox.close()
         model.close()
-        click.echo(f"interrupted: resume with `stop run --resume {run.id}`", err=True)
+        if run is not None:
+            click.echo(f"interrupted: resume with `stop run --resume {run.id}`", err=True)
         sys.stderr.flush()
         os._exit(130)  # worker threads may still wait on containers that are being removed
     finally:
         signal.signal(signal.SIGTERM, previous)
     sandbox.close()
     model.close()
+    return run
 
 
 def cmd_run(task: str | None, rounds: int | None, model: str | None, api_base: str | None,
@@ -130,10 +134,17 @@ def cmd_run(task: str | None, rounds: int | None, model: str | None, api_base: s
         overrides = {**parse_settings(settings), **{k: v for k, v in named.items() if v is not None}}
         cfg = RunConfig.from_profile(profile or "tiny", task=base, seed_improver=seed_improver,
                                      **overrides)
-        run = new_run(cfg)
-        click.echo(f"run {run.id}: {cfg.rounds} round(s) on {cfg.task}, profile {cfg.profile}, "
-                   f"model {cfg.model or 'embedded'}, sandbox {cfg.sandbox}", err=True)
-    _run_rounds(run, cfg, quiet)
+
+    def get_run() -> Any:
+        if resume:
+            return run
+        created = new_run(cfg)
+        click.echo(f"run {created.id}: {cfg.rounds} round(s) on {cfg.task}, profile "
+                   f"{cfg.profile}, model {cfg.model or 'embedded'}, sandbox {cfg.sandbox}",
+                   err=True)
+        return created
+
+    run = _run_rounds(get_run, cfg, quiet)
     s = summarize(run)
     best = s["best"]
     if best["val"] is not None:
