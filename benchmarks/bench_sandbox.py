@@ -168,7 +168,8 @@ def main() -> None:
         "pool_vs_cold": round(modes["docker-pool"]["throughput_per_s"]
                               / modes["docker-cold"]["throughput_per_s"], 3),
         "goal_pool_ge_0_8x_subprocess": modes["docker-pool"]["throughput_vs_subprocess"] >= 0.8,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
+                    "python": platform.python_version(),
                     "platform": platform.platform()},
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
