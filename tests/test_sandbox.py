@@ -301,3 +301,41 @@ def test_closing_the_streams_does_not_outlive_the_deadline(sandbox):
             time.sleep(3600)
         """, [[]], per_call_s=0, limits=ExecLimits(wall_s=3))
     assert r.status == "timeout" and r.wall_s < 8
+
+
+ORPHANED = """
+import sys
+from stop.docker_sandbox import DockerSandbox
+from stop.records import ExecLimits
+sb = DockerSandbox()
+print("ready", flush=True)
+sb.execute({"kind": "solve", "source": "import time\\ndef algorithm():\\n    time.sleep(3600)\\n",
+            "calls": [[]], "per_call_s": 0}, limits=ExecLimits(wall_s=600), role="solution")
+"""
+
+
+def test_a_container_whose_host_died_stops_by_itself(sandbox):
+    """Dead-man switch: SIGKILL of the host closes the channel; the container ends at once."""
+    from stop.docker_sandbox import LABEL, OWNER
+
+    p = subprocess.Popen([sys.executable, "-c", ORPHANED], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    owner = f"{os.uname().nodename}:{p.pid}"
+
+    def theirs(**filters):
+        return [c for c in sandbox.api.containers(all=True, filters={"label": LABEL, **filters})
+                if c["Labels"].get(OWNER) == owner]
+
+    deadline = time.monotonic() + 20
+    while not theirs(status="running") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert theirs(status="running")
+    time.sleep(1.0)
+    p.kill()
+    p.wait()
+    deadline = time.monotonic() + 10
+    while theirs(status="running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert theirs(status="running") == []
+    sandbox.reap_stale()
+    assert theirs() == []
