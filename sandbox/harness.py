@@ -234,6 +234,13 @@ def load_candidate(source):
     return ns
 
 
+def _flush():
+    try:
+        sys.stdout.flush()
+    except BaseException:  # noqa: B036  (the candidate may have replaced sys.stdout)
+        pass
+
+
 def _alarm(signum, frame):
     raise _CallTimeout()
 
@@ -260,17 +267,18 @@ def run_solve(job, fwd):
             signal.signal(signal.SIGALRM, _alarm)
         t0 = _now()
         try:
-            if per_call > 0:
-                signal.setitimer(signal.ITIMER_REAL, per_call)
-            value = fn(*codec.decode(args))
+            try:
+                if per_call > 0:
+                    signal.setitimer(signal.ITIMER_REAL, per_call)
+                value = fn(*codec.decode(args))
+            finally:  # an alarm landing here is still caught below
+                signal.setitimer(signal.ITIMER_REAL, 0)
         except _CallTimeout:
             status, error = "timeout", f"call exceeded per_call_s={per_call}"
         except BaseException as e:  # noqa: B036
             status, error = "error", tw.format_error(e)
             if os.getpid() == _PID:
                 tw.report_exception(e)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
         if os.getpid() != _PID:
             os._exit(0)
         elapsed = _now() - t0
@@ -282,7 +290,7 @@ def run_solve(job, fwd):
             encoded = codec.encode(value)
         except BaseException as e:  # noqa: B036
             status, error, encoded = "error", f"unencodable result: {tw.format_error(e)}", None
-        sys.stdout.flush()
+        _flush()
         CHAN.send("result", i=i, status=status, value=encoded, error=error,
                   elapsed_s=round(elapsed, 6))
     tw.check_integrity(state)
@@ -338,10 +346,7 @@ def main():
     kind = job.get("kind")
     body = run_solve(job, fwd) if kind == "solve" else run_improve(job, fwd)
     tw.ACTIVE[0] = False
-    try:
-        sys.stdout.flush()
-    except Exception:
-        pass
+    _flush()
     fwd.stop.set()
     fwd.join(1.0)
     left = tw.leftover_processes(job.get("isolation", "container") == "container")
