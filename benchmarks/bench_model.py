@@ -84,7 +84,8 @@ def main() -> None:
                                                 {"role": "user", "content": message}],
                 "n": k, "max_tokens": max_tokens, "temperature": 0.7, "ignore_eos": True}
 
-    results: dict = {"model": server.spec.alias, "max_tokens": mt, "samples": n,
+    threads = int(os.environ.get("STOP_LOCAL_THREADS", "0") or 0) or max(1, min(8, (os.cpu_count() or 2) - 1))
+    results: dict = {"model": server.spec.alias, "max_tokens": mt, "samples": n, "threads": threads,
                      "server_load_s": round(load_s, 2)}
     try:
         log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
