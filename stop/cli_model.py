@@ -43,6 +43,12 @@ def serve_cmd(smoke: bool, port: int | None, threads: int | None) -> None:
 
     server = local_model.LocalServer(_which(smoke), threads=threads, exit_with_parent=False,
                                      port=port)
+    import signal
+    import sys
+
+    # SIGTERM (and SIGINT where a shell ignored it) must reach the `finally` that stops the server.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
     url = server.start()
     click.echo(f"{url}/v1", err=False)
     click.echo(f"serving {server.spec.alias}; log {server.log_path}; Ctrl-C stops it", err=True)
