@@ -132,10 +132,11 @@ class Forwarder(threading.Thread):
         super().__init__(daemon=True)
         self.fd, self.limit, self.sent, self.total = fd, limit, 0, 0
         self.stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
 
     def pump(self, timeout):
-        r, _, _ = select.select([self.fd], [], [], timeout)
-        if not r:
+        r, _, _ = select.select([self.fd, self._wake_r], [], [], timeout)
+        if self.fd not in r:
             return False
         data = os.read(self.fd, 65536)
         if not data:
@@ -151,10 +152,16 @@ class Forwarder(threading.Thread):
 
     def run(self):
         while not self.stop.is_set():
-            if self.pump(0.05) is None:
+            if self.pump(None) is None:
                 return
         while self.pump(0) is True:
             pass
+
+    def finish(self):
+        """Forward what is left in the pipe, then stop (without waiting for a poll tick)."""
+        self.stop.set()
+        os.write(self._wake_w, b"x")
+        self.join(1.0)
 
 
 # ---- the stubs an improver sees --------------------------------------------------------------
@@ -347,8 +354,7 @@ def main():
     body = run_solve(job, fwd) if kind == "solve" else run_improve(job, fwd)
     tw.ACTIVE[0] = False
     _flush()
-    fwd.stop.set()
-    fwd.join(1.0)
+    fwd.finish()
     left = tw.leftover_processes(job.get("isolation", "container") == "container")
     if left:
         CHAN.finding("daemon-child", f"{len(left)} process(es) still running after the call",

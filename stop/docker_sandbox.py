@@ -34,6 +34,7 @@ LABEL = "stop.sandbox"
 OWNER = "stop.owner"
 HARNESS_CMD = ["python3", "-I", "/opt/stop/harness.py"]
 DRAIN_S = 5.0
+AFTER_DONE_S = 0.02
 _LIVE: set[str] = set()
 _LIVE_LOCK = threading.Lock()
 _CLIENTS: list[Any] = []
@@ -246,7 +247,10 @@ class DockerSandbox:
             wall = time.monotonic() - t0
             _close(sock)
             left = ex.limits.wall_s + ex.session.service_seconds() - wall
-            state, killed = self._final_state(cid, 0.0 if timed_out else left)
+            if ex.session.done is not None and not timed_out:
+                state, killed = self._quick_state(cid), False
+            else:
+                state, killed = self._final_state(cid, 0.0 if timed_out else left)
             wall = time.monotonic() - t0
             result = ex.verdict(exit_code=state.get("ExitCode"), oom=bool(state.get("OOMKilled")),
                                 timed_out=timed_out or killed, wall_s=wall)
@@ -286,9 +290,18 @@ class DockerSandbox:
         """Demultiplex the attach stream until it ends; kill at the deadline. True if killed."""
         buf = bytearray()
         killed_at: float | None = None
+        done_at: float | None = None
         while True:
             now = time.monotonic()
-            if killed_at is None:
+            if done_at is None and ex.session.done is not None:
+                done_at = now
+            if done_at is not None and killed_at is None:
+                # The closing frame is the end of the execution: keep reading only briefly for
+                # stderr the engine multiplexed late, not for the container's teardown.
+                if now - done_at > AFTER_DONE_S:
+                    return False
+                wait = AFTER_DONE_S
+            elif killed_at is None:
                 left = ex.limits.wall_s + ex.session.service_seconds() - (now - t0)
                 if left <= 0:
                     try:
@@ -319,6 +332,15 @@ class DockerSandbox:
                     ex.session.feed_protocol(payload)
                 else:
                     ex.session.feed_stderr(payload)
+
+    def _quick_state(self, cid: str) -> dict:
+        """After a closing frame: the engine's state if the container already stopped, else an
+        unknown exit code (it is stopped and removed in the background)."""
+        try:
+            state = self.api.inspect_container(cid).get("State", {})
+        except Exception:
+            return {}
+        return state if not state.get("Running") else {}
 
     def _final_state(self, cid: str, left: float) -> tuple[dict, bool]:
         """The engine's view once the container stopped; kill it if it outlives the deadline
