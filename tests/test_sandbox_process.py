@@ -46,3 +46,9 @@ def test_improver_services_work_the_same(process_sandbox):
 def test_unknown_backend_is_a_clear_error():
     with pytest.raises(SandboxUnavailable, match="unknown sandbox backend"):
         open_sandbox("vm")
+
+
+def test_no_silent_fallback_when_docker_is_unreachable(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(SandboxUnavailable, match="Docker engine not reachable.*--sandbox process"):
+        open_sandbox("docker")
