@@ -52,14 +52,14 @@ def stop_prompt() -> tuple[str, str]:
     return expertise, message
 
 
-def post(url: str, body: dict) -> tuple[dict, dict, float]:
+def post(url: str, body: dict, which: str) -> tuple[dict, dict, float]:
     req = urllib.request.Request(f"{url}/v1/chat/completions", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     t0 = time.monotonic()
     with urllib.request.urlopen(req, timeout=3600) as r:
         out = json.loads(r.read())
     wall = time.monotonic() - t0
-    return out, json.loads(local_model.stats_path().read_text()), wall
+    return out, json.loads(local_model.stats_path(which).read_text()), wall
 
 
 def main() -> None:
@@ -89,8 +89,8 @@ def main() -> None:
                      "server_load_s": round(load_s, 2)}
     try:
         log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-        post(url, body(uuid.uuid4().hex, 1, 4))  # warm-up
-        _, st, _ = post(url, body(uuid.uuid4().hex, 1, mt))
+        post(url, body(uuid.uuid4().hex, 1, 4), which)  # warm-up
+        _, st, _ = post(url, body(uuid.uuid4().hex, 1, mt), which)
         results["prompt_tokens"] = st["prompt_tokens"]
         results["prompt_tok_s"] = round(st["prompt_evaluated"] / st["prompt_s"], 2)
         results["generate_tok_s"] = round(st["completion_tokens"] / st["generate_s"], 2)
@@ -101,7 +101,7 @@ def main() -> None:
             t = time.monotonic()
             tokens = 0
             for b in bodies:
-                out, _, _ = post(url, b)
+                out, _, _ = post(url, b, which)
                 tokens += out["usage"]["completion_tokens"]
             wall = time.monotonic() - t
             results[label] = {"wall_s": round(wall, 2), "requests": len(bodies),
@@ -110,7 +110,7 @@ def main() -> None:
 
         run("naive", [body(uuid.uuid4().hex, 1) for _ in range(n)])
         shared = uuid.uuid4().hex
-        post(url, body(shared, 1, 1))  # the sequential way starts from a warm prompt, like batched
+        post(url, body(shared, 1, 1), which)  # the sequential way starts from a warm prompt, like batched
         run("sequential_prefix_reuse", [body(shared, 1) for _ in range(n)])
         shared = uuid.uuid4().hex
         run("batched", [body(shared, n)])

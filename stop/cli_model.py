@@ -83,7 +83,9 @@ def status_cmd(smoke: bool, verify: bool, as_json: bool) -> None:
     click.echo(f"runtime    llama-cpp-python {rt} (expected {st['runtime_expected']})")
     if st["servers"]:
         for s in st["servers"]:
-            click.echo(f"server     {s['url']}/v1 pid {s['pid']} ({'shared' if s.get('shared') else 'run-owned'})")
+            rss = f", {s['rss_mb']} MB resident" if s.get("rss_mb") else ""
+            click.echo(f"server     {s['url']}/v1 pid {s['pid']} "
+                       f"({'shared' if s.get('shared') else 'run-owned'}{rss})")
     else:
         click.echo("server     none running")
     lu = st["last_use"]

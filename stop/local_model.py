@@ -267,8 +267,8 @@ def servers_dir() -> Path:
     return cache_dir() / "models" / "servers"
 
 
-def stats_path() -> Path:
-    return cache_dir() / "models" / "last_use.json"
+def stats_path(which: str = "embedded") -> Path:
+    return cache_dir() / "models" / f"last_use-{which}.json"
 
 
 def _alive(pid: int) -> bool:
@@ -277,6 +277,16 @@ def _alive(pid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def _rss_mb(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _healthy(url: str, timeout: float = 2.0) -> bool:
@@ -299,6 +309,7 @@ def running_servers() -> list[dict]:
         except (OSError, json.JSONDecodeError):
             continue
         if _alive(int(info.get("pid", 0))):
+            info["rss_mb"] = _rss_mb(int(info["pid"]))
             out.append(info)
         else:
             f.unlink(missing_ok=True)
@@ -336,7 +347,7 @@ class LocalServer:
         self.port = self.port or _free_port()
         cmd = [sys.executable, "-m", "stop.local_server", "--model", str(path),
                "--port", str(self.port), "--alias", self.spec.alias, "--n-ctx", str(self.n_ctx),
-               "--stats", str(stats_path())]
+               "--stats", str(stats_path(self.which))]
         if self.threads:
             cmd += ["--threads", str(self.threads)]
         if self.exit_with_parent:
@@ -419,9 +430,9 @@ class LocalModel:
             self._client = None
 
 
-def last_use() -> dict | None:
+def last_use(which: str = "embedded") -> dict | None:
     try:
-        return json.loads(stats_path().read_text())
+        return json.loads(stats_path(which).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
@@ -432,5 +443,5 @@ def status(which: str = "embedded", *, full: bool = False) -> dict:
         "model": SPECS[which].alias, "weights": info, "runtime": runtime_version(),
         "runtime_expected": LLAMA_VERSION,
         "servers": [s for s in running_servers() if s.get("model") == SPECS[which].alias],
-        "last_use": last_use(),
+        "last_use": last_use(which),
     }

@@ -115,7 +115,7 @@ def test_smoke_model_end_to_end_through_the_gateway(tmp_path):
     assert call["model"] == "local/smollm2-135m-instruct-q4_1"
     if proc is not None:
         assert proc.poll() is not None and not state.exists()
-    stats = local_model.last_use()
+    stats = local_model.last_use("smollm2")
     assert stats["model"] == "smollm2-135m-instruct-q4_1" and stats["n"] == 3
 
 
