@@ -143,48 +143,54 @@ class BatchedEngine:
         max_tokens = max(1, min(int(max_tokens), room // n))
         seed = int(seed) if seed is not None else int.from_bytes(os.urandom(4), "little")
         with self.lock:
-            t0 = time.monotonic()
-            evaluated = self._prepare_prompt(tokens)
-            t1 = time.monotonic()
-            for s in range(1, n):
-                llama_cpp.llama_memory_seq_cp(self.ctx.memory, 0, s, -1, -1)
-            samplers = [self._sampler(temperature, seed + s) for s in range(n)]
-            vocab = self.model.vocab
-            pieces: list[bytearray] = [bytearray() for _ in range(n)]
-            finish = ["length"] * n
-            counts = [0] * n
-            active = list(range(n))
-            out_index = {s: -1 for s in range(n)}
-            pos = len(tokens)
-            steps = 0
-            while active:
-                step: list[tuple[int, int, int, bool]] = []
-                for s in list(active):
-                    tok = samplers[s].sample(self.ctx, out_index[s])
-                    counts[s] += 1
-                    if not ignore_eos and llama_cpp.llama_vocab_is_eog(vocab, tok):
-                        finish[s] = "stop"
-                        active.remove(s)
-                        continue
-                    pieces[s] += self._piece(tok)
-                    if stops and not ignore_eos and any(x.encode() in pieces[s][-64 - len(x):] for x in stops):
-                        finish[s] = "stop"
-                        active.remove(s)
-                        continue
-                    if counts[s] >= max_tokens:
-                        active.remove(s)
-                        continue
-                    step.append((tok, pos, s, True))
-                if not step:
-                    break
-                for i, (_, _, s, _) in enumerate(step):
-                    out_index[s] = i
-                self._decode(step)
-                pos += 1
-                steps += 1
-            t2 = time.monotonic()
-            for s in range(1, n):
-                llama_cpp.llama_memory_seq_rm(self.ctx.memory, s, -1, -1)
+            try:
+                t0 = time.monotonic()
+                evaluated = self._prepare_prompt(tokens)
+                t1 = time.monotonic()
+                for s in range(1, n):
+                    llama_cpp.llama_memory_seq_cp(self.ctx.memory, 0, s, -1, -1)
+                samplers = [self._sampler(temperature, seed + s) for s in range(n)]
+                vocab = self.model.vocab
+                pieces: list[bytearray] = [bytearray() for _ in range(n)]
+                finish = ["length"] * n
+                counts = [0] * n
+                active = list(range(n))
+                out_index = {s: -1 for s in range(n)}
+                pos = len(tokens)
+                steps = 0
+                while active:
+                    step: list[tuple[int, int, int, bool]] = []
+                    for s in list(active):
+                        tok = samplers[s].sample(self.ctx, out_index[s])
+                        counts[s] += 1
+                        if not ignore_eos and llama_cpp.llama_vocab_is_eog(vocab, tok):
+                            finish[s] = "stop"
+                            active.remove(s)
+                            continue
+                        pieces[s] += self._piece(tok)
+                        if stops and not ignore_eos and any(x.encode() in pieces[s][-64 - len(x):] for x in stops):
+                            finish[s] = "stop"
+                            active.remove(s)
+                            continue
+                        if counts[s] >= max_tokens:
+                            active.remove(s)
+                            continue
+                        step.append((tok, pos, s, True))
+                    if not step:
+                        break
+                    for i, (_, _, s, _) in enumerate(step):
+                        out_index[s] = i
+                    self._decode(step)
+                    pos += 1
+                    steps += 1
+                t2 = time.monotonic()
+                for s in range(1, n):
+                    llama_cpp.llama_memory_seq_rm(self.ctx.memory, s, -1, -1)
+            except Exception:
+                # A failed decode leaves the cache in an unknown state: start the next one clean.
+                self.ctx.kv_cache_clear()
+                self.cached = []
+                raise
         texts = []
         for s in range(n):
             text = pieces[s].decode("utf-8", errors="ignore")
