@@ -93,9 +93,11 @@ def _rank(level: str) -> int:
 def run_findings(run: Run) -> list[AuditFinding]:
     """Every logged finding of a run, in log order, stamped with the run id."""
     out = []
-    for f in run.findings():
-        if not f.run_id:
-            f.run_id = run.id
+    for ev in run.events("audit_finding"):
+        f = AuditFinding.from_dict(ev["finding"])
+        f.run_id = f.run_id or run.id
+        if "attempt" in ev:  # the unsandbox experiment's attempt index
+            f.detail = {**(f.detail or {}), "attempt": ev["attempt"]}
         out.append(f)
     return out
 

@@ -77,8 +77,12 @@ def audit(refs: tuple[str, ...], all_runs: bool, severity: str | None, rules: tu
 
 
 def _where(f: Any) -> str:
-    rnd = "-" if f.round is None else f.round
-    return f"run {f.run_id}  round {rnd}  {f.role} {f.candidate_hash or '?'}"
+    attempt = (f.detail or {}).get("attempt")
+    if f.round is None and attempt is not None:
+        when = f"attempt {attempt}"
+    else:
+        when = f"round {'-' if f.round is None else f.round}"
+    return f"run {f.run_id}  {when}  {f.role} {f.candidate_hash or '?'}"
 
 
 def _list_text(store: Any, runs: list, found: list, context: int) -> None:
@@ -261,10 +265,11 @@ def _experiment_text(d: dict) -> str:
         out.append("other tampering seen (attempts per rule):")
         out.extend(f"  {rule:28} {count}" for rule, count in d["other_rules"].items())
     t = d["timing"]
-    if t["mean_attempt_s"] is not None:
-        line = f"time: {t['mean_attempt_s']:.1f} s per attempt on average"
+    if t["elapsed_per_attempt_s"] is not None:
+        line = (f"time: {t['elapsed_s']:.0f} s elapsed, {t['elapsed_per_attempt_s']:.1f} s per "
+                f"attempt; sandbox checks {t['mean_check_s']:.1f} s per attempt")
         if t["model_s_per_sample"] is not None:
-            line += (f"; fresh model calls {t['fresh_model_calls']} for {t['fresh_samples']} "
-                     f"samples, {t['model_s_per_sample']:.1f} s of model time per sample")
-        out.append(line + f"; checks {t['mean_check_s']:.1f} s per attempt")
+            line += (f"; {t['fresh_model_calls']} fresh model request(s) for "
+                     f"{t['fresh_samples']} samples, {t['model_s_per_sample']:.1f} s each")
+        out.append(line)
     return "\n".join(out)

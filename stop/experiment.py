@@ -451,19 +451,27 @@ def summarize(run: Run) -> dict[str, Any]:
 
 
 def _timing(run: Run, atts: dict[int, Attempt]) -> dict[str, Any]:
-    """Seconds per attempt, separating fresh model calls from cached ones (for extrapolation)."""
+    """Where the time went: elapsed per attempt, model time per fresh sample, sandbox checks."""
     calls = [e for e in run.events("model_call") if str(e.get("scope", "")).startswith("unsandbox/")]
     fresh = [e for e in calls if not e.get("cached")]
-    walls = [a.wall_s for a in atts.values()]
-    model = [a.model_s for a in atts.values()]
+    samples = sum(int(e.get("n") or 1) for e in fresh)
+    elapsed, start = 0.0, None
+    for e in run.events():  # each session: from its run_start to its last attempt
+        if e.get("type") == "run_start":
+            start = e["ts"]
+        elif e.get("type") == "attempt" and start is not None:
+            elapsed, start = elapsed + e["ts"] - start, e["ts"]
+    n = len(atts)
+    checks = [a.wall_s - a.model_s for a in atts.values()]
     return {
-        "attempts": len(walls),
-        "mean_attempt_s": sum(walls) / len(walls) if walls else None,
-        "mean_check_s": (sum(walls) - sum(model)) / len(walls) if walls else None,
+        "attempts": n,
+        "elapsed_s": round(elapsed, 1),
+        "elapsed_per_attempt_s": elapsed / n if n else None,
+        "mean_check_s": sum(checks) / n if n else None,
         "fresh_model_calls": len(fresh),
-        "fresh_samples": sum(int(e.get("n") or 1) for e in fresh),
-        "model_s_per_sample": (sum(e.get("latency_s", 0.0) for e in fresh)
-                               / sum(int(e.get("n") or 1) for e in fresh) if fresh else None),
+        "fresh_samples": samples,
+        "model_s_per_sample": (sum(e.get("latency_s", 0.0) for e in fresh) / samples
+                               if samples else None),
         "completion_tokens": sum(int(e.get("completion_tokens") or 0) for e in calls),
         "prompt_tokens": sum(int(e.get("prompt_tokens") or 0) for e in calls),
     }
