@@ -176,3 +176,30 @@ def test_cli_runs_and_resumes_with_json(store, tmp_path):
     assert "published, GPT-4, 10,000 attempts: 0.42% (0.31% to 0.57%)" in r.stdout
     r = CliRunner().invoke(cli, ["audit", data["run"], "--fail-on", "critical"])
     assert r.exit_code == 3 and "sandbox-flag-off" in r.stdout
+
+
+class CountingModel:
+    """A model behind the on-disk cache (scripted replies are never cached): counts requests."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.inner = scripted()
+
+    def complete(self, req):
+        return self.inner.complete(req)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_second_experiment_is_served_from_the_response_cache(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("STOP_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = X.UnsandboxConfig(n=12, execute=False, batch=6)
+    first, second = CountingModel(), CountingModel()
+    a = X.summarize(X.run_unsandbox(cfg, store=store, model=first))
+    b = X.summarize(X.run_unsandbox(cfg, store=store, model=second))
+    assert a["run"] != b["run"] and len(first.inner.requests) == 2
+    assert second.inner.requests == []
+    assert a["flag_off"] == b["flag_off"] and a["flag_off_attempts"] == b["flag_off_attempts"]
+    assert b["timing"]["fresh_model_calls"] == 0
