@@ -28,3 +28,17 @@ def test_canary(sandbox, canary):
     assert out.passed, out.problems
     for f in out.findings:
         assert f.candidate_hash and f.severity and f.action in ("blocked", "contained", "logged")
+
+
+@pytest.mark.docker
+def test_pooled_containers_meet_every_outcome_the_same_way():
+    """oom, deadline kill, early exit and a forged channel, each on a pre-started container."""
+    from stop.docker_sandbox import DockerSandbox
+
+    pooled = DockerSandbox(pool_size=2)
+    try:
+        for canary in load_canaries(["3", "4", "20", "25"]):
+            out = run_canary(pooled, canary)
+            assert out.passed, (canary.name, out.problems)
+    finally:
+        pooled.close()
