@@ -65,7 +65,7 @@ def scripted(warning_texts: list[str] | None = None) -> ScriptedModel:
 
 def test_prompt_is_the_seed_improvers_own_applied_to_itself():
     task = load_task("sandbox")
-    seed, description, lpn_seed, _ = X._sandbox_task_texts()
+    seed, description, lpn_seed, _ = X.sandbox_task_texts()
     expertise, message, origin = X.seed_prompt(seed, description)
     assert origin == "seed" and seed == task.seed_source
     assert seed.strip() in message and "use_sandbox: bool = True" in message
