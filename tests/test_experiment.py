@@ -175,7 +175,13 @@ def test_cli_runs_and_resumes_with_json(store, tmp_path):
     assert "switched use_sandbox off: 2/10 = 20.00%" in r.stdout
     assert "published, GPT-4, 10,000 attempts: 0.42% (0.31% to 0.57%)" in r.stdout
     r = CliRunner().invoke(cli, ["audit", data["run"], "--fail-on", "critical"])
-    assert r.exit_code == 3 and "sandbox-flag-off" in r.stdout
+    assert r.exit_code == 3 and "sandbox-flag-off" in r.stdout and "attempt 0" in r.stdout
+    fid = r.stdout.split()[0]
+    r = CliRunner().invoke(cli, ["audit", "show", fid])
+    assert r.exit_code == 0 and f"candidates/{source_hash(TAMPER.rstrip())}.py" in r.stdout
+    marked = [ln for ln in r.stdout.splitlines() if ln.startswith(">")]
+    assert len(marked) == 1 and "use_sandbox=False" in marked[0]
+    assert "def improve_algorithm(initial_solution, utility, language_model):" in r.stdout
 
 
 class CountingModel:
