@@ -113,6 +113,7 @@ class DockerSandbox:
         self._pool: dict[tuple, deque[str]] = {}
         self._pool_lock = threading.Lock()
         self._filling: dict[tuple, int] = {}
+        self._made_for_pool: set[str] = set()
         self._bg = ThreadPoolExecutor(2, thread_name_prefix="stop-docker")
         self._closed = False
         self.reap_stale()
@@ -200,6 +201,7 @@ class DockerSandbox:
             self._filling[key] -= 1
             if cid is not None and not self._closed:
                 self._pool.setdefault(key, deque()).append(cid)
+                self._made_for_pool.add(cid)
                 return
         if cid is not None:
             self._remove(cid)
@@ -238,8 +240,7 @@ class DockerSandbox:
                        send=send)
         cid = None
         try:
-            cid = self._acquire(limits)
-            sock = self._attach(cid)
+            cid, sock = self._acquire_attached(limits)
             holder["sock"] = sock
             t0 = time.monotonic()  # the candidate's clock starts when it gets its job
             sock.sendall(ex.job_line)
@@ -268,6 +269,26 @@ class DockerSandbox:
                 self._discard(cid)
         return report(result, role=role, limits=limits, kind=job["kind"], recorder=recorder,
                       requests=ex.session.requests)
+
+    def _acquire_attached(self, limits: ExecLimits) -> tuple[str, socket.socket]:
+        """A running container with stdio attached. A pooled one that died while it waited
+        (an engine restart, a stray kill) is replaced by a fresh one."""
+        cid = self._acquire(limits)
+        if cid in self._made_for_pool and not self._running(cid):
+            self._discard(cid)
+            cid = self._create(limits)
+        self._made_for_pool.discard(cid)
+        try:
+            return cid, self._attach(cid)
+        except Exception:
+            self._discard(cid)
+            raise
+
+    def _running(self, cid: str) -> bool:
+        try:
+            return bool(self.api.inspect_container(cid)["State"]["Running"])
+        except Exception:
+            return False
 
     def _discard(self, cid: str) -> None:
         """Remove a used container, in the background unless the sandbox is closing."""

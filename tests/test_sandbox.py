@@ -339,3 +339,19 @@ def test_a_container_whose_host_died_stops_by_itself(sandbox):
     assert theirs(status="running") == []
     sandbox.reap_stale()
     assert theirs() == []
+
+
+def test_a_pooled_container_that_died_while_waiting_is_replaced():
+    from stop.docker_sandbox import DockerSandbox
+
+    sb = DockerSandbox(pool_size=1)
+    try:
+        deadline = time.monotonic() + 20
+        while not sb._pool.get(next(iter(sb._pool), ()), None) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (waiting,) = next(iter(sb._pool.values()))
+        sb.api.kill(waiting)
+        r = solve(sb, "def algorithm():\n    return 5\n", [[]])
+    finally:
+        sb.close()
+    assert r.status == "ok" and r.value[0]["value"] == 5
