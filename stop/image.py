@@ -1,9 +1,10 @@
 """The sandbox image: a Python 3 + NumPy base, with the harness on top, tagged by content.
 
-No registry is assumed: the base is bootstrapped from Debian packages (debootstrap, from the
-mirror this machine's apt uses) and imported, so the build works wherever apt works. The final image is tagged
-``stop-sandbox:<hash>``, where the hash covers every file of ``sandbox/`` plus the codec the
-harness shares with the host, so any change to what runs inside the container rebuilds it.
+Where a registry answers, the base is the official Python image plus numpy; where none does
+(the pull fails in milliseconds), it is bootstrapped from Debian packages (debootstrap, from the
+mirror this machine's apt uses) and imported, so the build works wherever apt works. The final
+image is tagged ``stop-sandbox:<hash>``, where the hash covers every file of ``sandbox/`` plus
+the codec the harness shares with the host, so any change to what runs inside rebuilds it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ BASE_REPO = "stop-base"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_PACKAGES = "python3,python3-numpy"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+REGISTRY_IMAGE = "python:3.11-slim-bookworm"
 
 
 class ImageError(StopError):
@@ -85,8 +87,11 @@ def _exists(tag: str) -> bool:
 
 def image_status() -> ImageStatus:
     """Whether the image for the current sandbox/ contents exists (no build)."""
-    tag, base = image_tag(), base_tag()
-    return ImageStatus(tag, _exists(tag), base, _exists(base))
+    tag = image_tag()
+    for base in (base_tag(), registry_base_tag()):
+        if _exists(base):
+            return ImageStatus(tag, _exists(tag), base, True)
+    return ImageStatus(tag, _exists(tag), base_tag(), False)
 
 
 APT_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
@@ -110,11 +115,46 @@ def debian_mirror(sources: tuple[Path, ...] = APT_SOURCES) -> str:
     return DEFAULT_MIRROR
 
 
+def registry_base_tag() -> str:
+    recipe = f"{REGISTRY_IMAGE}|numpy".encode()
+    return f"{BASE_REPO}:python-{hashlib.sha256(recipe).hexdigest()[:8]}"
+
+
 def build_base(force: bool = False) -> str:
+    """The base image: an existing one, else an official Python image with numpy where a
+    registry answers, else a Debian bootstrapped from packages."""
+    if not force:
+        for tag in (base_tag(), registry_base_tag()):
+            if _exists(tag):
+                return tag
+    return _registry_base() or _debootstrap_base()
+
+
+def _registry_base() -> str | None:
+    """Pull the official Python image and add numpy; None (quickly) where no registry answers."""
+    t0 = time.monotonic()
+    try:
+        pulled = subprocess.run(["docker", "pull", "-q", REGISTRY_IMAGE], capture_output=True,
+                                timeout=300).returncode == 0
+    except (subprocess.TimeoutExpired, OSError):
+        pulled = False
+    if not pulled:
+        _log(f"no registry answered for {REGISTRY_IMAGE} ({time.monotonic() - t0:.1f}s): "
+             "bootstrapping a Debian base instead")
+        return None
+    tag = registry_base_tag()
+    recipe = f"FROM {REGISTRY_IMAGE}\nRUN pip install --no-cache-dir numpy\n".encode()
+    r = _docker("build", "-q", "-t", tag, "-", input=recipe, check=False)
+    if r.returncode != 0:
+        _log(f"could not add numpy to {REGISTRY_IMAGE}: bootstrapping a Debian base instead")
+        return None
+    _log(f"built {tag} from {REGISTRY_IMAGE} ({time.monotonic() - t0:.1f}s)")
+    return tag
+
+
+def _debootstrap_base() -> str:
     """Bootstrap a minimal Debian with python3 and numpy and import it as an image."""
     tag = base_tag()
-    if not force and _exists(tag):
-        return tag
     if shutil.which("debootstrap") is None:
         raise ImageError("debootstrap is not installed: `apt-get install debootstrap`, "
                          "or make a registry reachable")
