@@ -78,6 +78,10 @@ args=(--name "$NAME" --cap-add ALL "${drop[@]}" --security-opt seccomp=unconfine
       --security-opt apparmor=unconfined --security-opt systempaths=unconfined --cgroupns private
       --network "$NET" -v /var/lib/docker
       -v "$ROOT:/src:ro" -e CI=true -e WHAT="$WHAT")
+# Where this host reaches PyPI through a TLS-inspecting proxy, the machine needs its CA bundle too.
+if [[ -n "${PIP_CERT:-}" && -f "$PIP_CERT" ]]; then
+    args+=(-v "$PIP_CERT:/etc/ssl/certs/host-ca-bundle.crt:ro" -e PIP_CERT=/etc/ssl/certs/host-ca-bundle.crt)
+fi
 if [[ "$SEED_WHEEL" == 1 ]]; then
     args+=(-v "$ROOT/.cache/wheels:/seed-wheels:ro")
 fi

@@ -106,7 +106,7 @@ step_system() {
     command -v apt-get >/dev/null 2>&1 || fail "no apt-get here: install ${pkgs[*]} with this system's package manager"
     export DEBIAN_FRONTEND=noninteractive
     run_cmd apt-get update -q
-    run_cmd apt-get install -y -q --no-install-recommends "${pkgs[@]}"
+    run_cmd apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends "${pkgs[@]}"
     say "    installed ${pkgs[*]} in $(elapsed "$t0")s"
     record system installed "$(elapsed "$t0")"
 }
@@ -205,7 +205,7 @@ step_docker() {
         command -v apt-get >/dev/null 2>&1 || fail "dockerd is not installed; install Docker Engine"
         say "    dockerd is not installed: installing docker.io"
         DEBIAN_FRONTEND=noninteractive run_cmd apt-get update -q
-        DEBIAN_FRONTEND=noninteractive run_cmd apt-get install -y -q --no-install-recommends docker.io
+        DEBIAN_FRONTEND=noninteractive run_cmd apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends docker.io
     fi
     # A dockerd that is still starting answers on the default socket soon; do not start a second.
     if [[ -z "${DOCKER_HOST:-}" ]] && pgrep -x dockerd >/dev/null 2>&1; then
