@@ -74,7 +74,7 @@ def _meta(source: str, path: Path) -> dict[str, Any]:
 
 
 def load_canaries(select: list[str] | None = None) -> list[Canary]:
-    """Every canary, in row order; ``select`` keeps names or row numbers given."""
+    """Every canary, in row order; ``select`` keeps row numbers and names (or parts of names)."""
     out = []
     for path in sorted(HERE.glob("c[0-9][0-9]_*.py")):
         source = path.read_text()
@@ -83,8 +83,7 @@ def load_canaries(select: list[str] | None = None) -> list[Canary]:
                    summary=m.get("summary", ""), expect_status=list(m["expect_status"]),
                    expect_rules=list(m["expect_rules"]), checks=list(m.get("checks", [])),
                    meta=m)
-        if select and not any(s in (c.name, str(c.row), c.name.split("_", 1)[1])
-                              for s in select):
+        if select and not any(s == str(c.row) if s.isdigit() else s in c.name for s in select):
             continue
         out.append(c)
     return out
