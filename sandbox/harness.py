@@ -272,12 +272,18 @@ def run_solve(job, fwd):
         if signal.getsignal(signal.SIGALRM) is not _alarm:
             CHAN.finding("signal-tamper", "replaced the harness's SIGALRM handler")
             signal.signal(signal.SIGALRM, _alarm)
+        try:
+            call_args = codec.decode(args)  # the host's encoding is not the candidate's time
+        except BaseException as e:  # noqa: B036
+            CHAN.send("result", i=i, status="error", value=None,
+                      error=f"undecodable arguments: {tw.format_error(e)}", elapsed_s=0.0)
+            continue
         t0 = _now()
         try:
             try:
                 if per_call > 0:
                     signal.setitimer(signal.ITIMER_REAL, per_call)
-                value = fn(*codec.decode(args))
+                value = fn(*call_args)
             finally:  # an alarm landing here is still caught below
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except _CallTimeout:
