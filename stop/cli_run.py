@@ -284,50 +284,10 @@ def cmd_diff(ref: str, a: int, b: int, as_json: bool) -> None:
         click.echo("".join(lines), nl=False)
 
 
-def compare_runs(original: Any, replayed: Any,
-                 tolerance: float) -> tuple[int, int, list[str]]:
-    """(scores compared, scores identical, differences) between a run and its replay."""
-    def scores(run: Any) -> dict[tuple, float]:
-        out: dict[tuple, float] = {}
-        for e in run.events():
-            if e.get("type") == "evaluation":
-                for i, v in enumerate(e["scores"]):
-                    out[("evaluation", e["round"], e["who"], e["split"],
-                         e["candidate_hash"], i)] = v
-            elif e.get("type") == "improver_test":
-                out[("improver_test", e["scope"], "val")] = e["val"]
-                out[("improver_test", e["scope"], "test")] = e["test"]
-            elif e.get("type") == "utility_call":
-                out[("utility", e["scope"], e["solution_hash"], e["occurrence"])] = e["value"]
-        return out
-
-    diffs: list[str] = []
-    a, b = scores(original), scores(replayed)
-    same = 0
-    for key in sorted(set(a) | set(b), key=str):
-        name = " ".join(map(str, key))
-        if key not in b:
-            diffs.append(f"{name}: recorded {a[key]:.4f}, not reproduced")
-        elif key not in a:
-            diffs.append(f"{name}: new in the replay ({b[key]:.4f})")
-        elif a[key] == b[key]:
-            same += 1
-        elif abs(a[key] - b[key]) > tolerance:
-            diffs.append(f"{name}: recorded {a[key]:.4f}, replay {b[key]:.4f}")
-    ends_a = {e["round"]: e for e in original.events("round_end")}
-    ends_b = {e["round"]: e for e in replayed.events("round_end")}
-    for t in sorted(set(ends_a) | set(ends_b)):
-        ea, eb = ends_a.get(t, {}), ends_b.get(t, {})
-        for k in ("adopted", "candidate_hash", "kept_hash"):
-            if ea.get(k) != eb.get(k):
-                diffs.append(f"round {t} {k}: recorded {ea.get(k)}, replay {eb.get(k)}")
-    return len(a), same, diffs
-
-
 def cmd_replay(ref: str, tolerance: float, keep: bool, quiet: bool) -> None:
     from stop.display import Display
-    from stop.loop import execute, run_config, summarize
-    from stop.models import ReplayModel
+    from stop.loop import compare_replay, execute, run_config, summarize
+    from stop.models import ModelError, ReplayModel
     from stop.sandbox import open_sandbox
     from stop.store import RunStore
 
@@ -344,14 +304,21 @@ def cmd_replay(ref: str, tolerance: float, keep: bool, quiet: bool) -> None:
         store = RunStore() if keep else RunStore(tmp)
         replayed = store.create({**cfg.to_dict()}, label=f"replay-{original.id}")
         sandbox = open_sandbox(cfg.sandbox)
+        diverged = None
         try:
             with Display(cfg, replayed.id, quiet=quiet) as display:
                 execute(replayed, cfg, model=model, sandbox=sandbox, listener=display)
+        except ModelError as e:
+            diverged = e
         finally:
             sandbox.close()
-        compared, same, diffs = compare_runs(original, replayed, tolerance)
+        compared, same, diffs = compare_replay(original, replayed, tolerance)
     for d in diffs:
         click.echo(d)
+    if diverged is not None:
+        raise StopError(f"replay of {original.id} diverged: {diverged}; an earlier step came out "
+                        f"differently (see the differences above), so the replay asked for a "
+                        f"model call the run never made")
     if diffs:
         raise StopError(f"replay of {original.id}: {len(diffs)} scores or decisions differ "
                         f"(of {compared} scores; tolerance {tolerance:g})")

@@ -238,6 +238,7 @@ class MetaScores:
     val: list[float] = field(default_factory=list)
     test: list[float] = field(default_factory=list)
     runs: list[dict] = field(default_factory=list)
+    fallbacks: list[str] = field(default_factory=list)  # why each run fell back ("" if not)
 
     @property
     def val_mean(self) -> float:
@@ -282,7 +283,8 @@ class MetaUtility:
             runs = [f.result() for f in futures]
         finally:  # on Ctrl-C or an error, do not wait for runs nobody will read
             pool.shutdown(wait=False, cancel_futures=True)
-        return MetaScores(val=[r["val"] for r in runs], test=[r["test"] for r in runs], runs=runs)
+        return MetaScores(val=[r["val"] for r in runs], test=[r["test"] for r in runs], runs=runs,
+                          fallbacks=[r["reason"] if r["fallback"] else "" for r in runs])
 
     def run_test(self, improver_source: str, scope: str) -> dict:
         h = source_hash(improver_source)

@@ -151,7 +151,8 @@ class Rounds:
         val = self.evaluations.get((t, who, "val", h))
         test = self.evaluations.get((t, who, "test", h))
         if val is not None and test is not None:
-            scores = MetaScores(val=list(val["scores"]), test=list(test["scores"]))
+            scores = MetaScores(val=list(val["scores"]), test=list(test["scores"]),
+                                fallbacks=list(val.get("fallbacks", [])))
             if who == "incumbent":
                 self.incumbent_scores = scores
             return scores
@@ -163,7 +164,7 @@ class Rounds:
         for split, values in (("val", scores.val), ("test", scores.test)):
             self.round_log.record("evaluation", who=who, split=split, scores=values,
                                   mean=sum(values) / len(values), candidate_hash=h,
-                                  **({"note": note} if note else {}))
+                                  fallbacks=scores.fallbacks, **({"note": note} if note else {}))
         if who == "incumbent":
             self.incumbent_scores = scores
         return scores
@@ -172,6 +173,9 @@ class Rounds:
                new: MetaScores) -> tuple[bool, str]:
         if source_hash(candidate) == source_hash(incumbent):
             return False, "the improver returned itself unchanged"
+        if new.fallbacks and all(new.fallbacks):
+            # Its scores are those of the unchanged seed solution: any edge is noise.
+            return False, f"the candidate never returned a solution ({new.fallbacks[0]})"
         c = improvement_test(old.val, new.val, self.cfg.margin, alpha=self.cfg.alpha)
         return c.better, c.reason
 
@@ -293,6 +297,46 @@ def _alive(pid: Any) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def compare_replay(original: Any, replayed: Any,
+                 tolerance: float) -> tuple[int, int, list[str]]:
+    """(scores compared, scores identical, differences) between a run and its replay."""
+    def scores(run: Any) -> dict[tuple, float]:
+        out: dict[tuple, float] = {}
+        for e in run.events():
+            if e.get("type") == "evaluation":
+                for i, v in enumerate(e["scores"]):
+                    out[("evaluation", e["round"], e["who"], e["split"],
+                         e["candidate_hash"], i)] = v
+            elif e.get("type") == "improver_test":
+                out[("improver_test", e["scope"], "val")] = e["val"]
+                out[("improver_test", e["scope"], "test")] = e["test"]
+            elif e.get("type") == "utility_call":
+                out[("utility", e["scope"], e["solution_hash"], e["occurrence"])] = e["value"]
+        return out
+
+    diffs: list[str] = []
+    a, b = scores(original), scores(replayed)
+    same = 0
+    for key in sorted(set(a) | set(b), key=str):
+        name = " ".join(map(str, key))
+        if key not in b:
+            diffs.append(f"{name}: recorded {a[key]:.4f}, not reproduced")
+        elif key not in a:
+            diffs.append(f"{name}: new in the replay ({b[key]:.4f})")
+        elif a[key] == b[key]:
+            same += 1
+        elif abs(a[key] - b[key]) > tolerance:
+            diffs.append(f"{name}: recorded {a[key]:.4f}, replay {b[key]:.4f}")
+    ends_a = {e["round"]: e for e in original.events("round_end")}
+    ends_b = {e["round"]: e for e in replayed.events("round_end")}
+    for t in sorted(set(ends_a) | set(ends_b)):
+        ea, eb = ends_a.get(t, {}), ends_b.get(t, {})
+        for k in ("adopted", "candidate_hash", "kept_hash"):
+            if ea.get(k) != eb.get(k):
+                diffs.append(f"round {t} {k}: recorded {ea.get(k)}, replay {eb.get(k)}")
+    return len(a), same, diffs
 
 
 def new_run(cfg: RunConfig, store: RunStore | None = None) -> Run:

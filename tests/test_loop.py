@@ -192,7 +192,7 @@ def test_replay_reproduces_the_scores(scripted_run, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from stop.cli import cli
-    from stop.cli_run import compare_runs
+    from stop.loop import compare_replay
 
     root = tmp_path / "runs"
     shutil.copytree(scripted_run.dir, root / scripted_run.id)
@@ -204,7 +204,7 @@ def test_replay_reproduces_the_scores(scripted_run, tmp_path, monkeypatch):
     assert summarize(replayed)["status"] == "finished"
     # The round decisions rest on deterministic solutions: their scores come out identical;
     # only scores of the LPN seed (random guesses, where a failed improver falls back) may vary.
-    compared, same, diffs = compare_runs(scripted_run, replayed, 0.0)
+    compared, same, diffs = compare_replay(scripted_run, replayed, 0.0)
     assert compared == same + len(diffs) and same > compared // 2
     assert not [d for d in diffs if d.startswith("evaluation")]
 
@@ -213,7 +213,7 @@ def test_replay_reports_a_changed_score_and_a_missing_model_call(scripted_run, t
     from click.testing import CliRunner
 
     from stop.cli import cli
-    from stop.cli_run import compare_runs
+    from stop.loop import compare_replay
 
     root = tmp_path / "runs"
     shutil.copytree(scripted_run.dir, root / scripted_run.id)
@@ -229,7 +229,7 @@ def test_replay_reports_a_changed_score_and_a_missing_model_call(scripted_run, t
             continue  # the self-improvement call is no longer recorded
         out.append(json.dumps(e) + "\n")
     tampered.log.path.write_text("".join(out))
-    compared, same, diffs = compare_runs(scripted_run, tampered, 0.0)
+    compared, same, diffs = compare_replay(scripted_run, tampered, 0.0)
     assert compared > 10 and same == compared - 1
     assert len(diffs) == 1 and diffs[0].startswith("evaluation 1 candidate val")
 
@@ -263,3 +263,29 @@ def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_run(tmp_path):
     assert s["status"] == "interrupted" and s["rounds_done"] == 0
     assert json.loads((run.dir / "summary.json").read_text())["status"] == "interrupted"
     assert not run.log.torn_tail()
+
+
+def test_a_candidate_that_never_returns_a_solution_is_not_adopted(tmp_path):
+    """Even with a margin that would adopt anything, a candidate whose every evaluation run fell
+    back to the seed solution is only noise around the seed's score, and is kept out."""
+    require_docker()
+    from stop.sandbox import open_sandbox
+
+    entries = [{"match": "def improve_algorithm", "texts": [fenced("improver_crash.py")]},
+               {"match": None, "texts": [fenced("lpn_zeros.py"), fenced("lpn_zeros.py")]}]
+    cfg = RunConfig.from_profile("tiny", model="scripted", margin=-1.0, alpha=None,
+                                 **{**SETTINGS, "rounds": 1, "meta_max_responses_per_call": 1,
+                                    "meta_utility_budget": 2})
+    run = new_run(cfg, RunStore(tmp_path))
+    sandbox = open_sandbox("docker")
+    try:
+        execute(run, cfg, model=ScriptedModel(entries), sandbox=sandbox)
+    finally:
+        sandbox.close()
+    (row,) = summarize(run)["round_table"]
+    assert row["candidate_hash"] == improver_hash("crash")
+    assert row["adopted"] is False
+    assert row["reason"].startswith("the candidate never returned a solution (the improver raised")
+    assert run.read_improver(1) == run.read_improver(0)
+    (ev,) = [e for e in run.events("evaluation") if e["who"] == "candidate" and e["split"] == "val"]
+    assert ev["fallbacks"] and all(ev["fallbacks"])
