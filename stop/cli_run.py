@@ -307,7 +307,8 @@ def cmd_replay(ref: str, tolerance: float, keep: bool, quiet: bool) -> None:
         diverged = None
         try:
             with Display(cfg, replayed.id, quiet=quiet) as display:
-                execute(replayed, cfg, model=model, sandbox=sandbox, listener=display)
+                execute(replayed, cfg, model=model, sandbox=sandbox, listener=display,
+                        pin=original.events())
         except ModelError as e:
             diverged = e
         finally:

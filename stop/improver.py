@@ -56,15 +56,21 @@ class ImproverOutcome:
 
 
 class Memo:
-    """Results already in the run's log, by the deterministic scope that produced them."""
+    """Results already in the run's log, by the deterministic scope that produced them.
 
-    def __init__(self, events: Iterable[dict] = ()) -> None:
+    `pinned` (replay): every utility value is computed again and logged, but the improver is
+    handed the recorded value, so its choices, and the model calls that follow from them,
+    repeat the recording even where solutions draw random numbers; improver runs are redone.
+    """
+
+    def __init__(self, events: Iterable[dict] = (), *, pinned: bool = False) -> None:
+        self.pinned = pinned
         self.utility: dict[tuple[str, str, int], dict] = {}
         self.tests: dict[str, dict] = {}
         for e in events:
             if e.get("type") == "utility_call":
                 self.utility[(e["scope"], e["solution_hash"], int(e["occurrence"]))] = e
-            elif e.get("type") == "improver_test":
+            elif e.get("type") == "improver_test" and not pinned:
                 self.tests[e["scope"]] = e
 
 
@@ -102,12 +108,12 @@ class HostUtility:
             occurrence = self._seen.get(h, 0)
             self._seen[h] = occurrence + 1
         done = self.host.memo.utility.get((self.scope, h, occurrence))
-        if done is not None:
+        if done is not None and not self.host.memo.pinned:
             return float(done["value"])
         result = self.score(solution, f"{self.scope}/u{h[:10]}.{occurrence}")
         self.host.recorder.record("utility_call", scope=self.scope, utility=self.what,
                                   solution_hash=h, occurrence=occurrence, **result)
-        return float(result["value"])
+        return float(done["value"] if done is not None else result["value"])
 
 
 def run_improver(improver_source: str, *, initial_solution: str, description: str,

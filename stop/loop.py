@@ -77,13 +77,13 @@ class Rounds:
     """The steps of `self_improvement` for one run on disk."""
 
     def __init__(self, run: Run, cfg: RunConfig, *, model: Any, sandbox: Any,
-                 listener: Any = None, use_memo: bool = True) -> None:
+                 listener: Any = None, pin: list[dict] | None = None) -> None:
         self.run, self.cfg, self.model, self.sandbox = run, cfg, model, sandbox
         self.listener = listener or (lambda event: None)
         events = run.events()
-        self.memo = Memo(events) if use_memo else Memo()
+        self.memo = Memo(events) if pin is None else Memo(pin, pinned=True)
         self.evaluations = {(e["round"], e["who"], e["split"], e["candidate_hash"]): e
-                            for e in events if e.get("type") == "evaluation"} if use_memo else {}
+                            for e in events if e.get("type") == "evaluation"}
         calls = [e for e in events if e.get("type") == "model_call" and e.get("key")]
         self.recorded = {e["key"]: e for e in calls if "texts" in e}
         self.log = EventTee(run.recorder(), self.listener, set(self.recorded))
@@ -211,14 +211,17 @@ def finished_rounds(run: Run) -> list[int]:
 
 
 def execute(run: Run, cfg: RunConfig, *, model: Any, sandbox: Any, listener: Any = None,
-            use_memo: bool = True) -> str:
-    """Run (or resume) the rounds of `run`; log run_end with how it ended; return the incumbent."""
+            pin: list[dict] | None = None) -> str:
+    """Run (or resume) the rounds of `run`; log run_end with how it ended; return the incumbent.
+
+    `pin`: the events of a run being replayed (see `Memo`).
+    """
     done = finished_rounds(run)
     if not run.improver_path(0).exists():
         run.write_improver(0, load_task(cfg.seed_improver).seed_source)
     last = max(done, default=0)
     incumbent = run.read_improver(last)
-    rounds = Rounds(run, cfg, model=model, sandbox=sandbox, listener=listener, use_memo=use_memo)
+    rounds = Rounds(run, cfg, model=model, sandbox=sandbox, listener=listener, pin=pin)
     if done or run.events("run_start"):
         rounds.log.record("run_resume", finished_rounds=done, pid=os.getpid())
     else:
