@@ -44,10 +44,12 @@ def _open_run(ref: str) -> Any:
     return RunStore().open(ref)
 
 
-def _warn_torn(run: Any) -> None:
+def _check_log(run: Any) -> None:
+    """A torn last line means the run's writer died mid-write: say so instead of guessing."""
     if run.log.torn_tail():
-        click.echo(f"warning: run {run.id}: events.jsonl ends with a torn line (its writer was killed "
-                   f"mid-write); it is ignored here and cut when the run is resumed", err=True)
+        raise StopError(f"run {run.id}: events.jsonl ends with a torn line (its writer was killed "
+                        f"mid-write); `stop run --resume {run.id}` cuts it and continues the run, "
+                        f"nothing else is lost")
 
 
 def _resolve_task(name: str | None) -> tuple[str, str]:
@@ -220,7 +222,7 @@ def cmd_show(ref: str, as_json: bool, round_k: int | None, code: bool) -> None:
     from stop.loop import summarize
 
     run = _open_run(ref)
-    _warn_torn(run)
+    _check_log(run)
     if code:
         if round_k is None:
             raise StopError("--code needs --round K (0 is the seed improver)")
@@ -272,6 +274,7 @@ def _round_text(r: dict) -> str:
 
 def cmd_diff(ref: str, a: int, b: int, as_json: bool) -> None:
     run = _open_run(ref)
+    _check_log(run)
     src_a, src_b = run.read_improver(a), run.read_improver(b)
     lines = list(difflib.unified_diff(src_a.splitlines(True), src_b.splitlines(True),
                                       f"{run.id}/round_{a:03d}.py", f"{run.id}/round_{b:03d}.py"))
@@ -292,9 +295,7 @@ def cmd_replay(ref: str, tolerance: float, keep: bool, quiet: bool) -> None:
     from stop.store import RunStore
 
     original = _open_run(ref)
-    if original.log.torn_tail():
-        raise StopError(f"run {original.id}: events.jsonl ends with a torn line; resume the run "
-                        f"(`stop run --resume {original.id}`) before replaying it")
+    _check_log(original)
     if summarize(original)["status"] != "finished":
         raise StopError(f"run {original.id} is not finished; only a finished run can be replayed")
     cfg = run_config(original)

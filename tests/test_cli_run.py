@@ -128,17 +128,19 @@ def test_config_with_bad_values_is_refused(runs):
     assert out.returncode == 1 and "n_tests must be an integer >= 1" in out.stderr
 
 
-def test_torn_last_line_is_reported_and_nothing_is_lost(runs):
+def test_torn_last_line_is_one_clear_error_and_nothing_is_lost(runs):
     log = runs / RUN_ID / "events.jsonl"
     with open(log, "ab") as f:
         f.write(b'{"seq": 999, "type": "model_ca')
     before = digest(runs)
-    shown = stop("show", RUN_ID, root=runs)
-    assert shown.returncode == 0 and "status finished" in shown.stdout
-    assert shown.stderr.count("\n") == 1 and "torn line" in shown.stderr
-    replay = stop("replay", RUN_ID, root=runs)
-    assert replay.returncode == 1 and replay.stderr.count("\n") == 1
-    assert "torn line" in replay.stderr and "--resume" in replay.stderr
+    for args in (["show", RUN_ID], ["show", RUN_ID, "--json"], ["diff", RUN_ID, "0", "1"],
+                 ["replay", RUN_ID]):
+        out = stop(*args, root=runs)
+        assert out.returncode == 1 and out.stdout == ""
+        assert out.stderr.count("\n") == 1 and "torn line" in out.stderr
+        assert f"stop run --resume {RUN_ID}" in out.stderr
+    listed = stop("runs", root=runs)  # the listing still reads every complete event
+    assert listed.returncode == 0 and RUN_ID in listed.stdout
     assert digest(runs) == before
 
 

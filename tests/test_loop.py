@@ -165,10 +165,14 @@ def test_resume_after_kill_reaches_the_same_final_state(scripted_run, tmp_path):
     run = RunStore(tmp_path / "runs").open("latest")
     before = summarize(run)
     assert before["status"] == "killed" and before["rounds_done"] == 0
+    with open(run.log.path, "ab") as f:  # as if the kill had landed in the middle of a write
+        f.write(b'{"seq": 99999, "type": "utility_c')
 
     done = _stop("run", "--resume", run.id[:12], "--quiet", env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(run.dir)
+    assert not run.log.torn_tail() and b"utility_c\n" not in run.log.path.read_bytes()
+    assert all(line.endswith("}") for line in run.log.path.read_text().splitlines())
     assert final_state(run) == final_state(scripted_run)
 
     # Nothing twice in the history, and no recorded model call asked of the model again.
