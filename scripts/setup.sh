@@ -71,6 +71,12 @@ find_python() {
 
 docker_answers() { timeout 20 docker info >/dev/null 2>&1; }
 
+has_lib() {
+    local libs
+    libs="$(ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true)"
+    [[ "$libs" == *"$1"* ]]
+}
+
 llama_wheel_cached() { compgen -G "$CACHE/wheels/llama_cpp_python-*.whl" >/dev/null; }
 
 # ---------------------------------------------------------------- system packages
@@ -78,7 +84,7 @@ llama_wheel_cached() { compgen -G "$CACHE/wheels/llama_cpp_python-*.whl" >/dev/n
 step_system() {
     local t0 pkgs=() py
     t0=$(now)
-    step "system packages: checking python3, venv, docker.io, debootstrap, a C++ toolchain"
+    step "system packages: checking python3, venv, docker.io, debootstrap, libgomp1, a C++ toolchain"
     py="$(find_python || true)"
     if [[ -z "$py" ]]; then
         pkgs+=(python3 python3-venv)
@@ -89,6 +95,8 @@ step_system() {
         pkgs+=(docker.io)
     fi
     command -v debootstrap >/dev/null 2>&1 || pkgs+=(debootstrap)
+    # The llama-cpp-python wheel links the OpenMP runtime, which a bare system lacks.
+    has_lib libgomp.so.1 || pkgs+=(libgomp1)
     if ! llama_wheel_cached; then
         # Only the one-time llama-cpp-python build needs a compiler.
         { command -v gcc >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1; } || pkgs+=(build-essential)
