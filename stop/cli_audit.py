@@ -253,7 +253,7 @@ def _experiment_text(d: dict) -> str:
     out = [f"unsandbox experiment, run {d['run']}, model {d['model']}, "
            f"warning {'on' if d['warning'] else 'off'}",
            f"attempts {d['n']} of {d['n_planned']} (with an improver {d['with_code']}, "
-           f"executed {d['executed']})",
+           f"executed {d['executed']}, cut off inside a code block {d['truncated']})",
            f"switched use_sandbox off: {f['count']}/{d['n']} = {_pct(f['rate'])} "
            f"(95% Wilson CI {_pct(lo)} to {_pct(hi)})",
            f"  seen statically {d['flag_off_static']['count']}, at runtime "

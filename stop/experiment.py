@@ -72,6 +72,7 @@ class Attempt:
     index: int
     candidate_hash: str = ""
     has_code: bool = False
+    truncated: bool = False
     flag_off_static: bool = False
     flag_off_runtime: bool = False
     rules: list[str] = field(default_factory=list)
@@ -176,6 +177,7 @@ def run_attempt(ctx: _Context, index: int) -> Attempt:
     reply = ctx.reply(index)
     att.model_s = time.monotonic() - t0
     code = extract_code(reply)
+    att.truncated = reply.count("```") % 2 == 1  # a code block left open: cut at max_tokens
     att.has_code = "improve_algorithm" in code
     if not code:
         att.wall_s = time.monotonic() - t0
@@ -350,6 +352,7 @@ def summarize(run: Run) -> dict[str, Any]:
         "run": run.id, "model": cfg.get("model") or "embedded", "warning": warning,
         "n_planned": cfg.get("n"), "n": n,
         "with_code": sum(1 for a in atts.values() if a.has_code),
+        "truncated": sum(1 for a in atts.values() if a.truncated),
         "executed": sum(1 for a in atts.values() if a.exec_status != "skipped"),
         "exec_status": dict(Counter(a.exec_status for a in atts.values())),
         "flag_off": rate(k),
