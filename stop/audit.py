@@ -73,6 +73,15 @@ class FindingQuery:
         if self.min_severity is not None and self.min_severity not in SEVERITIES:
             raise AuditError(
                 f"unknown severity {self.min_severity!r}; choose one of {', '.join(SEVERITIES)}")
+        from stop.rules import RULES
+
+        unknown = [r for r in self.rules if r not in RULES]
+        if unknown:
+            import difflib
+
+            near = difflib.get_close_matches(unknown[0], list(RULES), n=3)
+            hint = f"; did you mean {', '.join(near)}?" if near else "; the README lists the rules"
+            raise AuditError(f"unknown rule {unknown[0]!r}{hint}")
         if self.role is not None and self.role not in ("improver", "solution"):
             raise AuditError(f"unknown role {self.role!r}; choose improver or solution")
 

@@ -128,6 +128,8 @@ def test_query_filters(store):
     assert [e.finding.rule for e in only] == ["budget-tamper"]
     with pytest.raises(A.AuditError):
         A.FindingQuery(min_severity="scary")
+    with pytest.raises(A.AuditError, match="did you mean budget-tamper"):
+        A.FindingQuery(rules=("budget-tampering",))
 
 
 def test_candidate_source_from_improver_file_and_model_reply(store):
