@@ -193,8 +193,10 @@ class Session:
         params = frame.get("params") if isinstance(frame.get("params"), dict) else {}
         line = frame.get("line") if isinstance(frame.get("line"), int) else None
         self._requests += 1
-        if method == "utility" and params.get("use_sandbox") is False:
-            self.finding("sandbox-flag-off", "runtime", "utility(..., use_sandbox=False)",
+        flag = params.get("use_sandbox", True)
+        if method == "utility" and flag is not None and not flag:
+            # any falsy value (False, 0, "", []) is an attempt to switch the sandbox off
+            self.finding("sandbox-flag-off", "runtime", f"utility(..., use_sandbox={flag!r})",
                          line=line)
         if method == "utility" and "extra" in params:
             self.finding("sandbox-flag-off", "runtime",
