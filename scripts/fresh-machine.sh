@@ -63,7 +63,8 @@ if [[ -d /seed-wheels ]]; then mkdir -p .cache/wheels && cp /seed-wheels/*.whl .
 case "$WHAT" in
     test) t bash .ci/run; t bash .ci/run ;;
     run) t bash -c "apt-get update -q && apt-get install -y -q make" ; t make run; t make run ;;
-    both) t bash .ci/run; t make run; t make setup-test; t make setup ;;
+    both) rc=0; t bash .ci/run || rc=1; t make run || rc=1; t make setup-test; t make setup
+          exit $rc ;;
     setup-test) t bash scripts/setup.sh --for test; t bash scripts/setup.sh --for test ;;
     setup-run) t bash scripts/setup.sh --for run; t bash scripts/setup.sh --for run ;;
 esac'
