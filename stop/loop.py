@@ -28,7 +28,7 @@ from stop.improver import (
 )
 from stop.records import ExecLimits, source_hash
 from stop.stats import improvement_test
-from stop.store import Run, RunStore
+from stop.store import Run, RunStore, write_atomic
 from stop.tasks import load_task
 
 
@@ -91,7 +91,6 @@ class Rounds:
         self.recorded = {**getattr(model, "recorded", {}), **self.recorded}
         self.base = load_task(cfg.task)
         meta_task = load_task(cfg.seed_improver)
-        self.seed = meta_task.seed_source
         self.flag = bool(meta_task.settings.get("use_sandbox_param", False))
         self.budget = Budget(cfg.lm_budget, cfg.max_responses_per_call, cfg.utility_budget,
                              cfg.max_tokens, cfg.improver_wall_s)
@@ -102,12 +101,11 @@ class Rounds:
         self.incumbent_scores = MetaScores()
         self.round_log: Any = self.log
         self.started: dict[int, float] = {}
+        self.begun = {e["round"] for e in events if e.get("type") == "round_start"}
 
     def save_candidate(self, source: str) -> None:
         path = self.run.dir / "candidates" / f"{source_hash(source)}.py"
         if not path.exists():
-            from stop.store import write_atomic
-
             write_atomic(path, source)
 
     # ---- the steps, in the order the loop takes them
@@ -123,7 +121,8 @@ class Rounds:
         self.incumbent_hash = source_hash(incumbent)
         self.started[t] = time.time()
         self.phase(t, "self-improvement")
-        self.log.record("round_start", round=t, incumbent_hash=source_hash(incumbent))
+        if t not in self.begun:  # a resumed round keeps its first round_start
+            self.log.record("round_start", round=t, incumbent_hash=source_hash(incumbent))
 
     def phase(self, t: int, name: str) -> None:
         self.listener({"type": "phase", "round": t, "phase": name})
