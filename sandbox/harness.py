@@ -230,6 +230,14 @@ class LanguageModel(_Stub):
 
 # ---- the jobs --------------------------------------------------------------------------------
 
+def seed_generators(seed):
+    """Same program, same inputs, same outputs: a rerun (resume, replay) scores identically."""
+    import random
+
+    random.seed(seed)
+    numpy.random.seed(seed % 2**32)
+
+
 def load_candidate(source):
     import linecache
 
@@ -255,6 +263,8 @@ def _alarm(signum, frame):
 def run_solve(job, fwd):
     per_call = float(job.get("per_call_s") or 0)
     signal.signal(signal.SIGALRM, _alarm)
+    base_seed = int(job.get("seed") or 0)
+    seed_generators(base_seed)
     try:
         fn = load_candidate(job["source"]).get(job.get("entry", "algorithm"))
         load_error = None if callable(fn) else f"no function {job.get('entry', 'algorithm')!r}"
@@ -278,6 +288,7 @@ def run_solve(job, fwd):
             CHAN.send("result", i=i, status="error", value=None,
                       error=f"undecodable arguments: {tw.format_error(e)}", elapsed_s=0.0)
             continue
+        seed_generators(base_seed + i)
         t0 = _now()
         try:
             try:
@@ -315,6 +326,7 @@ def run_improve(job, fwd):
     lm_spec = job.get("language_model", {})
     lm = LanguageModel(lm_spec.get("budget", 4), lm_spec.get("max_responses_per_call", 6))
     state = tw.snapshot()
+    seed_generators(int(job.get("seed") or 0))
     try:
         ns = load_candidate(job["source"])
         fn = ns.get(job.get("entry", "improve_algorithm"))
