@@ -288,3 +288,29 @@ def test_a_candidate_that_never_returns_a_solution_is_not_adopted(tmp_path):
     some = MetaScores(val=[0.9, 0.95], test=[0.9, 0.9], fallbacks=["", "the improver raised KeyError"])
     assert r.decide("a", "b", old, some)[0] is True
     assert r.decide("a", "a", old, some) == (False, "the improver returned itself unchanged")
+
+
+@pytest.mark.model
+def test_a_tiny_round_on_the_smoke_model(tmp_path):
+    """The whole pipeline with a real local model (SmolLM2-135M: fast, too weak to improve)."""
+    require_docker()
+    from stop.local_model import weights_path
+
+    if not weights_path("smollm2").exists():
+        if os.environ.get("STOP_ALLOW_SKIP") == "1":
+            pytest.skip("smoke model not installed")
+        pytest.fail("smoke model not installed: run `stop model install smollm2`")
+    env = {**os.environ, "STOP_RUNS_DIR": str(tmp_path / "runs")}
+    seed = str(int(time.time()) % 1_000_000)  # fresh model-call keys: nothing from the cache
+    out = _stop("run", "--quiet", "--model", "smollm2", "--seed", seed, "--set", "max_tokens=256",
+                env=env)
+    assert out.returncode == 0, out.stderr
+    run = RunStore(tmp_path / "runs").open("latest")
+    s = summarize(run)
+    assert s["status"] == "finished" and s["rounds_done"] == 1
+    calls = run.events("model_call")
+    assert len(calls) >= 2 and not any(e["cached"] for e in calls)
+    assert all(e["completion_tokens"] > 0 and len(e["texts"]) == 2 for e in calls)
+    (row,) = s["round_table"]
+    assert 0.0 <= row["incumbent"]["val"] <= 1.0 and row["model_calls"] == len(calls)
+    assert run.improver_path(1).exists() and (run.dir / "summary.json").exists()
