@@ -35,7 +35,7 @@ Profiles (options given on the command line win):
 # LPN's validation split: sd 0.025, so two runs of it differ with sd 0.035. 0.15 is over four of
 # those sds: a false alarm per compared score is below 1e-4, while a real change of a
 # deterministic solution's score by more than 0.15 is still caught.
-REPLAY_TOLERANCE = 0.15
+REPLAY_TOLERANCE = 0.0
 
 
 def _open_run(ref: str) -> Any:

@@ -212,12 +212,13 @@ def test_errors_are_one_line_with_exit_codes(store, tmp_path):
     assert Path(store.root).exists() and len(store.list()) == 1
 
 
-def test_docs_rule_table_matches_the_catalogue():
+@pytest.mark.parametrize("doc", ["docs/audit.md", "README.md"])
+def test_docs_rule_table_matches_the_catalogue(doc):
     from stop.paths import PROJECT_ROOT
     from stop.rules import RULES
 
     rows = {}
-    for line in (PROJECT_ROOT / "docs" / "audit.md").read_text().splitlines():
+    for line in (PROJECT_ROOT / doc).read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 5 and cells[0].startswith("`"):
             rows[cells[0].strip("`")] = cells
