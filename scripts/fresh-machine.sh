@@ -52,11 +52,20 @@ docker network inspect "$NET" >/dev/null 2>&1 || docker network create "$NET" >/
 
 inner='set -euo pipefail
 # Stand-in for a VM boot: writable cgroup hierarchies of its own, as dockerd needs.
-for d in /sys/fs/cgroup/*/; do
-    n=$(basename "$d"); o=$n; [[ $n == systemd ]] && o=none,name=systemd
-    umount "$d" && mount -t cgroup -o "$o" cgroup "$d"
-done
-t() { local s=$SECONDS; "$@"; echo "[fresh-machine] \`$*\` took $((SECONDS - s))s" >&2; }
+if [[ "$(stat -fc %T /sys/fs/cgroup)" == tmpfs ]]; then    # cgroup v1: one mount per controller
+    for d in /sys/fs/cgroup/*/; do
+        n=$(basename "$d"); o=$n; [[ $n == systemd ]] && o=none,name=systemd
+        umount "$d" && mount -t cgroup -o "$o" cgroup "$d"
+    done
+else
+    mount -o remount,rw /sys/fs/cgroup
+fi
+t() {
+    local s=$SECONDS r=0
+    "$@" || r=$?
+    echo "[fresh-machine] \`$*\` took $((SECONDS - s))s (exit $r)" >&2
+    return $r
+}
 git clone -q /src /work/stop && cd /work/stop
 echo "[fresh-machine] clone of $(git log -1 --format="%h %s")" >&2
 if [[ -d /seed-wheels ]]; then mkdir -p .cache/wheels && cp /seed-wheels/*.whl .cache/wheels/; fi
