@@ -48,7 +48,11 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 say() { printf '%s\n' "$*" >&2; }
 step() { printf '\n==> %s\n' "$*" >&2; }
 fail() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
-record() { SUMMARY+=("$(printf '%-14s %-9s %7ss' "$1" "$2" "$3")"); }
+record() {
+    local st="$2"
+    [[ "$DRY_RUN" == 1 && "$st" =~ ^(installed|started|ok)$ ]] && st=dry-run
+    SUMMARY+=("$(printf '%-14s %-9s %7ss' "$1" "$st" "$3")")
+}
 want() { [[ -z "$ONLY" || "$ONLY" == "$1" ]]; }
 run_cmd() {
     say "    \$ $*"
