@@ -129,11 +129,12 @@ step_system() {
 
 # ---------------------------------------------------------------- virtualenv + package
 extras_for() {
-    # The extras this pyproject really defines, so an extra not (yet) declared is not requested.
+    # The test extra only: llama-cpp-python (the `local` extra) is installed by the model step,
+    # from the project's wheel cache or built once with the AMX-free flags into it.
     "$1" - "$ROOT/pyproject.toml" <<'EOF'
 import sys, tomllib
 declared = tomllib.load(open(sys.argv[1], "rb")).get("project", {}).get("optional-dependencies", {})
-print(",".join(e for e in ("test", "local") if e in declared))
+print(",".join(e for e in ("test",) if e in declared))
 EOF
 }
 
