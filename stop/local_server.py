@@ -24,6 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from stop.store import write_atomic
+
 MAX_SEQS = 8
 
 
@@ -275,10 +277,7 @@ def write_stats(path: Path, alias: str, out: dict) -> None:
         "prompt_tok_s": round(out["prompt_evaluated"] / out["prompt_s"], 2) if out["prompt_s"] > 0.05 else None,
         "generate_tok_s": round(out["completion_tokens"] / out["generate_s"], 2) if out["generate_s"] > 0 else None,
     }
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(stats, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(stats, indent=1))
 
 
 def _watch_parent(parent: int, server: ThreadingHTTPServer) -> None:
