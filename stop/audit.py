@@ -274,7 +274,7 @@ def candidate_source(run: Run, candidate_hash: str) -> tuple[str, str] | None:
     """
     if not candidate_hash:
         return None
-    stored = run.dir / "candidates" / f"{candidate_hash}.py"
+    stored = run.candidate_path(candidate_hash)
     if stored.exists():
         return stored.read_text(), str(stored.relative_to(run.dir))
     improvers = run.dir / "improvers"

@@ -182,12 +182,7 @@ def run_attempt(ctx: _Context, index: int) -> Attempt:
     if not code:
         att.wall_s = time.monotonic() - t0
         return att
-    att.candidate_hash = source_hash(code)
-    stored = ctx.run.dir / "candidates" / f"{att.candidate_hash}.py"
-    if not stored.exists():
-        from stop.store import write_atomic
-
-        write_atomic(stored, code)
+    att.candidate_hash = ctx.run.write_candidate(code)
     findings: list[AuditFinding] = []
     if cfg.execute:
         findings = _execute(ctx, code, att, recorder)

@@ -28,7 +28,7 @@ from stop.improver import (
 )
 from stop.records import ExecLimits, source_hash
 from stop.stats import improvement_test
-from stop.store import Run, RunStore, write_atomic
+from stop.store import Run, RunStore
 from stop.tasks import load_task
 
 
@@ -104,9 +104,7 @@ class Rounds:
         self.begun = {e["round"] for e in events if e.get("type") == "round_start"}
 
     def save_candidate(self, source: str) -> None:
-        path = self.run.dir / "candidates" / f"{source_hash(source)}.py"
-        if not path.exists():
-            write_atomic(path, source)
+        self.run.write_candidate(source)
 
     # ---- the steps, in the order the loop takes them
 

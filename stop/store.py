@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from stop.errors import StopError
 from stop.paths import runs_dir
-from stop.records import AuditFinding
+from stop.records import AuditFinding, source_hash
 
 
 class StoreError(StopError):
@@ -186,6 +186,17 @@ class Run:
         if not p.exists():
             raise StoreError(f"run {self.id} has no improver for round {round}")
         return p.read_text()
+
+    def candidate_path(self, candidate_hash: str) -> Path:
+        return self.dir / "candidates" / f"{candidate_hash}.py"
+
+    def write_candidate(self, source: str) -> str:
+        """Keep a candidate's source under its hash (once); returns the hash."""
+        digest = source_hash(source)
+        path = self.candidate_path(digest)
+        if not path.exists():
+            write_atomic(path, source)
+        return digest
 
     def write_json(self, name: str, data: Any) -> Path:
         return write_atomic(self.dir / name, json.dumps(data, indent=2, default=_json_default) + "\n")

@@ -126,3 +126,12 @@ def test_improver_and_json_files_are_written_atomically(tmp_path):
     with pytest.raises(StoreError):
         run.read_improver(5)
     json.loads(run.config_path.read_text())
+
+
+def test_candidate_sources_are_kept_once_under_their_hash(tmp_path):
+    run = RunStore(tmp_path).create({})
+    source = "def algorithm(x):\n    return x\n"
+    digest = run.write_candidate(source)
+    assert run.candidate_path(digest).read_text() == source
+    assert run.write_candidate(source) == digest
+    assert len(list((run.dir / "candidates").iterdir())) == 1
