@@ -36,11 +36,11 @@ def fenced(name: str) -> str:
 
 
 def one_round(jobs: int) -> dict:
-    from stop.config import RunConfig
-    from stop.loop import execute, new_run
+    from stop.core.config import RunConfig
+    from stop.core.loop import execute, new_run
     from stop.models import ScriptedModel
+    from stop.runs.store import RunStore
     from stop.sandbox import open_sandbox
-    from stop.store import RunStore
 
     script = [{"match": "def improve_algorithm",
                "texts": [fenced(f"improver_{n}.py") for n in ("better", "worse", "crash")]},

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stop import local_model  # noqa: E402
+from stop.models import local as local_model  # noqa: E402
 
 FENCE = "`" * 3
 

@@ -101,7 +101,7 @@ def run_subprocess(task, insts, sources):
 
 
 def run_sandbox(task, sandbox, sources):
-    from stop.tasks import score_solution
+    from stop.tasks.scoring import score_solution
 
     scores = []
     for src in sources:
@@ -120,9 +120,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/sandbox.json")
     args = ap.parse_args()
 
-    from stop.docker_sandbox import DockerSandbox
-    from stop.image import ensure_image
-    from stop.tasks import instances, load_task
+    from stop.sandbox.docker import DockerSandbox
+    from stop.sandbox.image import ensure_image
+    from stop.tasks.loader import instances, load_task
 
     task = dataclasses.replace(load_task("parity_noise"), n_val=args.instances)
     insts = instances(task, "val")

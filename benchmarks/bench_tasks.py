@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from stop.sandbox import open_sandbox
-from stop.tasks import instances, list_tasks, load_task, machine_info, score_solution
+from stop.tasks.loader import instances, list_tasks, load_task
+from stop.tasks.scoring import machine_info, score_solution
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tasks.json"
 

@@ -47,7 +47,7 @@ def docker_required() -> None:
 def sandbox():
     """A DockerSandbox on the current image (built if missing), shared by the session."""
     check_docker()
-    from stop.docker_sandbox import DockerSandbox
+    from stop.sandbox.docker import DockerSandbox
 
     sb = DockerSandbox()
     yield sb
@@ -57,7 +57,7 @@ def sandbox():
 @pytest.fixture(scope="session")
 def process_sandbox():
     """The process backend (no security boundary; for tests of the protocol only)."""
-    from stop.process_sandbox import ProcessSandbox
+    from stop.sandbox.process import ProcessSandbox
 
     sb = ProcessSandbox()
     yield sb

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from stop import audit as A
 from stop.cli import cli
-from stop.records import AuditFinding, source_hash
-from stop.store import RunStore
+from stop.reports import audit as A
+from stop.runs.store import RunStore
+from stop.sandbox.records import AuditFinding, source_hash
 
 SEED = "def improve_algorithm(initial_solution, utility, language_model):\n    return initial_solution\n"
 C1 = (
@@ -215,7 +215,7 @@ def test_errors_are_one_line_with_exit_codes(store, tmp_path):
 @pytest.mark.parametrize("doc", ["docs/audit.md", "README.md"])
 def test_docs_rule_table_matches_the_catalogue(doc):
     from stop.paths import PROJECT_ROOT
-    from stop.rules import RULES
+    from stop.sandbox.rules import RULES
 
     rows = {}
     for line in (PROJECT_ROOT / doc).read_text().splitlines():

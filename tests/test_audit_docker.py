@@ -13,12 +13,12 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from stop import audit as A
-from stop import experiment as X
 from stop.cli import cli
+from stop.experiments import unsandbox as X
 from stop.models import ScriptedModel
-from stop.records import ExecLimits
-from stop.store import RunStore
+from stop.reports import audit as A
+from stop.runs.store import RunStore
+from stop.sandbox.records import ExecLimits
 
 pytestmark = pytest.mark.docker
 
@@ -189,7 +189,8 @@ SOLUTIONS = {
 
 @pytest.mark.parametrize("rule", sorted(SOLUTIONS))
 def test_solution_gaming_the_scorer_is_audited(rule, sandbox, store):
-    from stop.tasks import load_task, score_solution
+    from stop.tasks.loader import load_task
+    from stop.tasks.scoring import score_solution
 
     run = store.create({"task": "parity_noise"}, label=rule)
     report = score_solution(load_task("parity_noise"), SOLUTIONS[rule], sandbox=sandbox,

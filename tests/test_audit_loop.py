@@ -11,13 +11,13 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from stop import audit as A
 from stop.cli import cli
-from stop.config import RunConfig
-from stop.loop import execute, new_run
+from stop.core.config import RunConfig
+from stop.core.loop import execute, new_run
 from stop.models import ScriptedModel
-from stop.records import source_hash
-from stop.store import RunStore
+from stop.reports import audit as A
+from stop.runs.store import RunStore
+from stop.sandbox.records import source_hash
 
 pytestmark = pytest.mark.docker
 

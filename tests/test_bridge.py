@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from stop.bridge import MAX_FRAME_BYTES, ServiceError, Session
-from stop.records import ExecLimits
+from stop.sandbox.bridge import MAX_FRAME_BYTES, ServiceError, Session
+from stop.sandbox.records import ExecLimits
 
 NONCE = "a" * 32
 

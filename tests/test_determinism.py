@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from stop.tasks import load_task, score_solution
+from stop.tasks.loader import load_task
+from stop.tasks.scoring import score_solution
 
 RANDOM_GUESSER = """
 import random

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stop import doctor
+from stop.cli import checks as doctor
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,7 +82,7 @@ def test_text_report_names_each_missing_part_and_fix(tmp_path):
 
 
 def test_corrupt_weights_are_reported_with_their_fix(tmp_path, monkeypatch):
-    from stop import local_model
+    from stop.models import local as local_model
 
     monkeypatch.setenv("STOP_CACHE_DIR", str(tmp_path))
     weights = tmp_path / "models" / local_model.EMBEDDED.file

@@ -7,13 +7,13 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from stop import experiment as X
 from stop.cli import cli
+from stop.core.stats import wilson_interval
+from stop.experiments import unsandbox as X
 from stop.models import ScriptedModel
-from stop.records import source_hash
-from stop.stats import wilson_interval
-from stop.store import RunStore
-from stop.tasks import load_task
+from stop.runs.store import RunStore
+from stop.sandbox.records import source_hash
+from stop.tasks.loader import load_task
 
 TAMPER = '''from helpers import extract_code
 

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from stop.gateway import BudgetExceeded, Gateway, LanguageModel, request_key
 from stop.models import ModelError, ModelReply, ModelRequest, ReplayModel, ScriptedModel
-from stop.store import NullRecorder, RunStore
+from stop.models.gateway import BudgetExceeded, Gateway, LanguageModel, request_key
+from stop.runs.store import NullRecorder, RunStore
 
 
 def scripted(texts=("a", "b", "c")) -> ScriptedModel:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from stop.config import PROFILES, ConfigError, RunConfig
+from stop.core.config import PROFILES, ConfigError, RunConfig
 from stop.errors import StopError
-from stop.gateway import Gateway, LanguageModel
 from stop.models import ReplayModel, ScriptedModel
-from stop.records import ExecLimits
-from stop.store import NullRecorder
-from stop.tasks import load_task
+from stop.models.gateway import Gateway, LanguageModel
+from stop.runs.store import NullRecorder
+from stop.sandbox.records import ExecLimits
+from stop.tasks.loader import load_task
 
 FIX = Path(__file__).parent / "fixtures" / "loop"
 
@@ -78,7 +78,7 @@ def _lm(model, recorder, *, budget=1, responses=2, scope="t"):
 
 def _run(sb, source, *, model, utility, recorder=None, budget=1, responses=2, utility_budget=3,
          initial="def algorithm(x):\n    return 0\n", wall_s=30.0):
-    from stop.improver import run_improver_outcome
+    from stop.core.improver import run_improver_outcome
 
     recorder = recorder or NullRecorder()
     lm = _lm(model, recorder, budget=budget, responses=responses)
@@ -180,7 +180,7 @@ def test_a_model_failure_on_the_host_stops_the_run_instead_of_hiding_in_the_impr
 
 @pytest.mark.docker
 def test_score_meta_runs_the_improver_n_tests_times_in_parallel(sb):
-    from stop.improver import score_meta
+    from stop.core.improver import score_meta
 
     task = load_task("meta_optimization")
     task = dataclasses.replace(task, settings={**task.settings, "n_tests": 2})
@@ -209,7 +209,7 @@ def improve_algorithm(initial_solution, utility, language_model):
 
 @pytest.mark.docker
 def test_the_sandbox_flag_is_a_honeypot(sb):
-    from stop.improver import run_improver
+    from stop.core.improver import run_improver
 
     seed = load_task("sandbox").seed_source
     assert "use_sandbox=True" in seed and "use_sandbox=True" in load_task("sandbox").description

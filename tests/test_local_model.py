@@ -10,9 +10,9 @@ import zipfile
 import pytest
 from click.testing import CliRunner
 
-from stop import local_model
 from stop.cli import cli
-from stop.local_model import LocalModelError, WeightsSpec
+from stop.models import local as local_model
+from stop.models.local import LocalModelError, WeightsSpec
 
 
 def make_parts(folder, chunks):
@@ -84,9 +84,9 @@ def test_status_and_server_refuse_a_missing_model(tmp_path, monkeypatch):
 
 @pytest.mark.model
 def test_smoke_model_end_to_end_through_the_gateway(tmp_path):
-    from stop.gateway import Gateway, LanguageModel
     from stop.models import resolve_model
-    from stop.store import NullRecorder
+    from stop.models.gateway import Gateway, LanguageModel
+    from stop.runs.store import NullRecorder
 
     if not local_model.verify_weights("smollm2")["ok"] or local_model.runtime_version() is None:
         if os.environ.get("STOP_ALLOW_SKIP") == "1":
@@ -121,7 +121,7 @@ def test_smoke_model_end_to_end_through_the_gateway(tmp_path):
 
 @pytest.mark.model
 def test_batched_engine_evaluates_a_shared_prompt_once():
-    from stop.local_server import BatchedEngine
+    from stop.models.local_server import BatchedEngine
 
     if not local_model.verify_weights("smollm2")["ok"] or local_model.runtime_version() is None:
         if os.environ.get("STOP_ALLOW_SKIP") == "1":

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from stop.config import RunConfig
-from stop.loop import execute, new_run, summarize
+from stop.core.config import RunConfig
+from stop.core.loop import execute, new_run, summarize
 from stop.models import ScriptedModel
-from stop.records import source_hash
-from stop.store import RunStore
+from stop.runs.store import RunStore
+from stop.sandbox.records import source_hash
 
 FIX = Path(__file__).parent / "fixtures" / "loop"
 IMPROVERS = ("better", "worse", "crash", "hang")
@@ -198,7 +198,7 @@ def test_replay_reproduces_the_scores(scripted_run, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from stop.cli import cli
-    from stop.loop import compare_replay
+    from stop.core.loop import compare_replay
 
     root = tmp_path / "runs"
     shutil.copytree(scripted_run.dir, root / scripted_run.id)
@@ -218,7 +218,7 @@ def test_replay_reports_a_changed_score_and_a_missing_model_call(scripted_run, t
     from click.testing import CliRunner
 
     from stop.cli import cli
-    from stop.loop import compare_replay
+    from stop.core.loop import compare_replay
 
     root = tmp_path / "runs"
     shutil.copytree(scripted_run.dir, root / scripted_run.id)
@@ -273,8 +273,8 @@ def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_run(tmp_path):
 def test_a_candidate_that_never_returns_a_solution_is_not_adopted(tmp_path):
     """Even with a margin that would adopt anything, a candidate whose every evaluation run fell
     back to the seed solution is only noise around the seed's score, and is kept out."""
-    from stop.improver import MetaScores
-    from stop.loop import Rounds
+    from stop.core.improver import MetaScores
+    from stop.core.loop import Rounds
 
     cfg = RunConfig.from_profile("tiny", model="scripted", margin=-1.0)
     run = new_run(cfg, RunStore(tmp_path))
@@ -293,7 +293,7 @@ def test_a_candidate_that_never_returns_a_solution_is_not_adopted(tmp_path):
 def test_a_tiny_round_on_the_smoke_model(tmp_path):
     """The whole pipeline with a real local model (SmolLM2-135M: fast, too weak to improve)."""
     require_docker()
-    from stop.local_model import weights_path
+    from stop.models.local import weights_path
 
     if not weights_path("smollm2").exists():
         if os.environ.get("STOP_ALLOW_SKIP") == "1":

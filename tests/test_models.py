@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from stop.gateway import Gateway, LanguageModel
 from stop.models import LiteLLMModel, ModelError, ModelRequest, resolve_model
-from stop.store import NullRecorder
+from stop.models.gateway import Gateway, LanguageModel
+from stop.runs.store import NullRecorder
 
 
 class FakeOpenAI:
@@ -158,7 +158,7 @@ def test_missing_provider_key_names_it(monkeypatch, spec, key):
 
 
 def test_resolve_model_forms(tmp_path, monkeypatch):
-    from stop.local_model import LocalModel
+    from stop.models.local import LocalModel
 
     monkeypatch.delenv("STOP_MODEL", raising=False)
     assert isinstance(resolve_model(None), LocalModel)

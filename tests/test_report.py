@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from stop.cli import cli
-from stop.report import model_use, round_series
-from stop.stats import welch
-from stop.store import RunStore
+from stop.core.stats import welch
+from stop.reports.report import model_use, round_series
+from stop.runs.store import RunStore
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report_run" / "20260101-000000-fixture"
 T_975_DF4 = 2.7764451051977934  # scipy 1.17.1: t.ppf(0.975, 4)
@@ -144,7 +144,7 @@ def test_compare_two_runs(runs, tmp_path) -> None:
 
 
 def test_figures_with_partial_data(tmp_path) -> None:
-    from stop import plots
+    from stop.reports import plots
 
     rows = [{"task": "maxcut", "seed": {"mean": 0.5, "lo": float("nan"), "hi": float("nan"), "n": 1},
              "seed_improver": None, "improver": None, "published": {}},

@@ -12,11 +12,11 @@ import time
 
 import numpy as np
 import pytest
+from stop.container.codec import Opaque
 
-from stop.codec import Opaque
-from stop.records import ExecLimits
+from stop.runs.store import NullRecorder
 from stop.sandbox import ServiceError
-from stop.store import NullRecorder
+from stop.sandbox.records import ExecLimits
 
 pytestmark = pytest.mark.docker
 
@@ -179,7 +179,7 @@ def test_static_and_runtime_findings_are_linked(sandbox):
 
 
 def _ours(sandbox):
-    from stop.docker_sandbox import LABEL, OWNER, _owner_id
+    from stop.sandbox.docker import LABEL, OWNER, _owner_id
 
     return [c for c in sandbox.api.containers(all=True, filters={"label": LABEL})
             if c["Labels"].get(OWNER) == _owner_id()]
@@ -195,7 +195,7 @@ def test_containers_are_removed_after_use(sandbox):
 
 
 def test_containers_of_a_dead_process_are_reaped(sandbox):
-    from stop.docker_sandbox import LABEL, OWNER, _owner_id
+    from stop.sandbox.docker import LABEL, OWNER, _owner_id
 
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
@@ -209,8 +209,8 @@ def test_containers_of_a_dead_process_are_reaped(sandbox):
 
 INTERRUPTED = """
 import sys
-from stop.docker_sandbox import DockerSandbox
-from stop.records import ExecLimits
+from stop.sandbox.docker import DockerSandbox
+from stop.sandbox.records import ExecLimits
 sb = DockerSandbox()
 print("ready", flush=True)
 sb.execute({"kind": "solve", "source": "def algorithm():\\n    while True:\\n        pass\\n",
@@ -219,7 +219,7 @@ sb.execute({"kind": "solve", "source": "def algorithm():\\n    while True:\\n   
 
 
 def test_an_interrupted_host_process_leaves_no_container(sandbox):
-    from stop.docker_sandbox import LABEL, OWNER
+    from stop.sandbox.docker import LABEL, OWNER
 
     p = subprocess.Popen([sys.executable, "-c", INTERRUPTED], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "ready"
@@ -240,7 +240,7 @@ def test_an_interrupted_host_process_leaves_no_container(sandbox):
 
 
 def test_pool_containers_serve_exactly_one_execution_with_their_own_limits():
-    from stop.docker_sandbox import DockerSandbox
+    from stop.sandbox.docker import DockerSandbox
 
     sb = DockerSandbox(pool_size=2)
     src = """
@@ -305,8 +305,8 @@ def test_closing_the_streams_does_not_outlive_the_deadline(sandbox):
 
 ORPHANED = """
 import sys
-from stop.docker_sandbox import DockerSandbox
-from stop.records import ExecLimits
+from stop.sandbox.docker import DockerSandbox
+from stop.sandbox.records import ExecLimits
 sb = DockerSandbox()
 print("ready", flush=True)
 sb.execute({"kind": "solve", "source": "import time\\ndef algorithm():\\n    time.sleep(3600)\\n",
@@ -316,7 +316,7 @@ sb.execute({"kind": "solve", "source": "import time\\ndef algorithm():\\n    tim
 
 def test_a_container_whose_host_died_stops_by_itself(sandbox):
     """Dead-man switch: SIGKILL of the host closes the channel; the container ends at once."""
-    from stop.docker_sandbox import LABEL, OWNER
+    from stop.sandbox.docker import LABEL, OWNER
 
     p = subprocess.Popen([sys.executable, "-c", ORPHANED], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "ready"
@@ -342,7 +342,7 @@ def test_a_container_whose_host_died_stops_by_itself(sandbox):
 
 
 def test_a_pooled_container_that_died_while_waiting_is_replaced():
-    from stop.docker_sandbox import DockerSandbox
+    from stop.sandbox.docker import DockerSandbox
 
     sb = DockerSandbox(pool_size=1)
     try:

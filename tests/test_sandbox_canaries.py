@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stop.canaries import load_canaries, run_canary
+from stop.sandbox.canaries import load_canaries, run_canary
 
 CANARIES = load_canaries()
 
@@ -33,7 +33,7 @@ def test_canary(sandbox, canary):
 @pytest.mark.docker
 def test_pooled_containers_meet_every_outcome_the_same_way():
     """oom, deadline kill, early exit and a forged channel, each on a pre-started container."""
-    from stop.docker_sandbox import DockerSandbox
+    from stop.sandbox.docker import DockerSandbox
 
     pooled = DockerSandbox(pool_size=2)
     try:

@@ -18,7 +18,7 @@ def _engine(sandbox):
 
 
 def test_status_and_build_agree():
-    from stop.image import image_tag
+    from stop.sandbox.image import image_tag
 
     out = CliRunner().invoke(cli, ["sandbox", "status", "--json"])
     assert out.exit_code == 0 and json.loads(out.output)["exists"] is True

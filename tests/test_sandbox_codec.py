@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
-from stop.codec import Opaque, decode, dumps, encode, loads
+from stop.container.codec import Opaque, decode, dumps, encode, loads
 
 
 def test_natives_tuples_and_arrays_round_trip():

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from stop import image
+from stop.sandbox import image
 
 
 def test_tag_changes_with_any_file_of_sandbox_or_the_codec(tmp_path, monkeypatch):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stop.records import ExecLimits
 from stop.sandbox import SandboxUnavailable, open_sandbox
+from stop.sandbox.records import ExecLimits
 
 
 def test_solves_and_warns_every_time(process_sandbox, capfd):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stop.rules import RULES
-from stop.scan import scan
+from stop.sandbox.rules import RULES
+from stop.sandbox.scan import scan
 
 CASES = [
     ("score = utility(s, use_sandbox=False)", "sandbox-flag-off"),
@@ -87,7 +87,7 @@ def test_broken_source_yields_no_findings_and_one_finding_per_line():
 
 
 def test_every_rule_in_the_catalogue_is_well_formed():
-    from stop.records import SEVERITIES
+    from stop.sandbox.records import SEVERITIES
 
     for r in RULES.values():
         assert r.severity in SEVERITIES and r.action in ("blocked", "contained", "logged")

@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from stop.stats import (
+from stop.core.stats import (
     improvement_test,
     mean_ci,
     normal_ppf,

@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 
-from stop.records import AuditFinding
-from stop.store import EventLog, RunStore, StoreError
+from stop.runs.store import EventLog, RunStore, StoreError
+from stop.sandbox.records import AuditFinding
 
 
 def test_append_and_read_back_in_order(tmp_path):
@@ -47,7 +47,7 @@ def test_kill_during_appends_leaves_a_readable_log(tmp_path):
         f"""
         import os, sys
         sys.path.insert(0, {str(os.getcwd())!r})
-        from stop.store import EventLog
+        from stop.runs.store import EventLog
         log = EventLog({str(path)!r})
         i = 0
         while True:

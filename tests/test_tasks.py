@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stop.tasks import (
+from stop.tasks.loader import (
     DEFAULT_SEED_BASES,
     Instance,
     TaskError,
@@ -101,8 +101,8 @@ val = 3
 test = 4
 """
 GOOD_SCORER = """
-from stop.task_checks import integer
-from stop.tasks import Instance
+from stop.tasks.checks import integer
+from stop.tasks.loader import Instance
 
 def generate(rng, nprng):
     xs = [rng.randint(0, 1000) for _ in range(rng.randint(1, 50))]

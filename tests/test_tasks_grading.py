@@ -8,19 +8,17 @@ sandbox path is in test_tasks_sandbox.py.
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from stop.container.codec import Opaque
 
 from stop.cli import cli
-from stop.codec import Opaque
-from stop.records import ExecResult
-from stop.store import NullRecorder
-from stop.task_scoring import exec_limits, grade_calls
-from stop.tasks import TaskError, instances, load_task, load_task_dir, score_solution
+from stop.runs.store import NullRecorder
+from stop.sandbox.records import ExecResult
+from stop.tasks.loader import TaskError, instances, load_task, load_task_dir
+from stop.tasks.scoring import exec_limits, grade_calls, score_solution
 
 
 def ok(value, elapsed=0.01):
@@ -124,7 +122,7 @@ def make_meta_task(root):
 
 def test_score_solution_refuses_meta_tasks(tmp_path):
     task = load_task_dir(make_meta_task(tmp_path))
-    with pytest.raises(TaskError, match="meta task; score it with stop.improver.score_meta"):
+    with pytest.raises(TaskError, match="meta task; score it with stop.core.improver.score_meta"):
         score_solution(task, task.seed_source, sandbox=RecordedSandbox("ok", []))
 
 
@@ -158,13 +156,3 @@ def test_stop_score_bad_input_is_one_clear_error(tmp_path):
     assert "syntax error at line 1" in str(r.exception)
     r = CliRunner().invoke(cli, ["score", "parity_noise", "seed", "--split", "train"])
     assert r.exit_code == 2
-
-
-def test_stop_score_meta_without_score_meta_names_the_missing_piece(monkeypatch, tmp_path):
-    d = make_meta_task(tmp_path)
-    monkeypatch.setitem(sys.modules, "stop.improver", types.ModuleType("stop.improver"))
-    import stop.cli_tasks as cli_tasks
-
-    monkeypatch.setattr(cli_tasks, "_open_sandbox", lambda backend: RecordedSandbox("ok", []))
-    r = CliRunner().invoke(cli, ["score", str(d), "seed"])
-    assert "needs stop.improver.score_meta" in str(r.exception)

@@ -9,8 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from stop.cli import cli
-from stop.store import NullRecorder
-from stop.tasks import load_task, score_solution
+from stop.runs.store import NullRecorder
+from stop.tasks.loader import load_task
+from stop.tasks.scoring import score_solution
 
 LPN_EXHAUSTIVE = """
 import itertools

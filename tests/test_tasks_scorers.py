@@ -7,9 +7,9 @@ import random
 
 import numpy as np
 import pytest
+from stop.container.codec import Opaque, decode, encode
 
-from stop.codec import Opaque, decode, encode
-from stop.task_checks import (
+from stop.tasks.checks import (
     OutputRejected,
     WrongShape,
     WrongType,
@@ -18,7 +18,7 @@ from stop.task_checks import (
     int_vector,
     integer,
 )
-from stop.tasks import instances, load_task
+from stop.tasks.loader import instances, load_task
 
 
 def run_host(task, split, fn):

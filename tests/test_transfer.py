@@ -10,11 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from stop.config import RunConfig
-from stop.records import source_hash
-from stop.store import RunStore
-from stop.tasks import load_task
-from stop.transfer import (
+from stop.core.config import RunConfig
+from stop.experiments.transfer import (
     PUBLISHED,
     TransferError,
     execute_trials,
@@ -24,6 +21,9 @@ from stop.transfer import (
     run_transfer,
     summarize,
 )
+from stop.runs.store import RunStore
+from stop.sandbox.records import source_hash
+from stop.tasks.loader import load_task
 
 FENCE = "`" * 3
 

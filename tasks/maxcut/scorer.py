@@ -6,7 +6,7 @@ cut (rarely possible) 1.0.
 
 import numpy as np
 
-from stop.task_checks import WrongType, integer, sequence
+from stop.tasks.checks import WrongType, integer, sequence
 from stop.tasks import Instance
 
 MIN_N, MAX_N = 50, 200

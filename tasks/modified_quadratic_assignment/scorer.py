@@ -7,7 +7,7 @@ instance from the same seeded generator (fixed per instance, never seen by the c
 
 import numpy as np
 
-from stop.task_checks import int_vector
+from stop.tasks.checks import int_vector
 from stop.tasks import Instance
 
 N = 15

@@ -1,6 +1,6 @@
 """Learning parity without noise: hidden instance generator and scorer (host only)."""
 
-from stop.task_checks import binary_vector
+from stop.tasks.checks import binary_vector
 from stop.tasks import Instance
 
 N_BITS = 10

@@ -1,6 +1,6 @@
 """String grid distance: hidden instance generator and scorer (host only)."""
 
-from stop.task_checks import exact_str
+from stop.tasks.checks import exact_str
 from stop.tasks import Instance
 
 

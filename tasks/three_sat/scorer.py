@@ -1,6 +1,6 @@
 """Random 3-SAT with a planted solution: hidden instance generator and scorer (host only)."""
 
-from stop.task_checks import WrongShape, integer, sequence
+from stop.tasks.checks import WrongShape, integer, sequence
 from stop.tasks import Instance
 
 MIN_N, MAX_N = 5, 50

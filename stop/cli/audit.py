@@ -1,0 +1,272 @@
+"""CLI commands: audit (findings of runs) and experiment (the unsandboxing experiment)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from stop.experiments import unsandbox as X
+from stop.reports import audit as A
+from stop.runs.store import RunStore
+from stop.sandbox.records import SEVERITIES
+
+FAIL_EXIT = 3
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(audit)
+    cli.add_command(experiment)
+
+
+_severity = click.Choice(SEVERITIES, case_sensitive=False)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("refs", nargs=-1, metavar="[RUN | show FINDING]")
+@click.option("--all", "all_runs", is_flag=True, help="Findings of every run.")
+@click.option("--severity", type=_severity, help="Only findings at or above this level.")
+@click.option("--rule", "rules", multiple=True, help="Only this rule (repeatable).")
+@click.option("--round", "round_", type=int, help="Only findings of this round.")
+@click.option("--role", type=click.Choice(["improver", "solution"]), help="Only this role.")
+@click.option("--summary", is_flag=True, help="Counts per severity, rule, round and lineage.")
+@click.option("--context", "context", type=int, default=1, show_default=True,
+              help="Source lines shown around each finding's line.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--fail-on", type=_severity,
+              help=f"Exit {FAIL_EXIT} when a finding at or above this level is listed.")
+def audit(refs: tuple[str, ...], all_runs: bool, severity: str | None, rules: tuple[str, ...],
+          round_: int | None, role: str | None, summary: bool, context: int, as_json: bool,
+          fail_on: str | None) -> None:
+    """List the sandbox-escape findings of a run (default: the latest run).
+
+    `stop audit show FINDING` prints one finding (id or unique prefix) with the candidate's
+    full source around the offending line.
+
+    Exit codes: 0 ok, 1 error, 3 when --fail-on LEVEL is given and a listed finding is at or
+    above LEVEL (the filters apply first).
+    """
+
+    store = RunStore()
+    if refs and refs[0] == "show":
+        if len(refs) != 2:
+            raise click.UsageError("usage: stop audit show FINDING")
+        entry = A.find_entry(store, refs[1])
+        _show(store, entry, as_json)
+        return
+    if len(refs) > 1:
+        raise click.UsageError("give at most one RUN (or `show FINDING`)")
+    query = A.FindingQuery(min_severity=severity and severity.lower(), rules=rules,
+                           round=round_, role=role)
+    runs, found = A.collect(store, refs[0] if refs else None, all_runs=all_runs, query=query)
+    if summary:
+        data = A.summarize(runs, found)
+        click.echo(json.dumps(data, indent=2) if as_json else _summary_text(data))
+    elif as_json:
+        click.echo(json.dumps([e.to_dict() for e in found], indent=2))
+    else:
+        _list_text(store, runs, found, context)
+    if fail_on:
+        over = A.exceeds(found, fail_on.lower())
+        if over:
+            click.echo(f"{len(over)} finding(s) at or above {fail_on.lower()}", err=True)
+            # sys.exit, not ctx.exit: the entry point runs click in non-standalone mode, where
+            # ctx.exit's code would be returned and lost instead of becoming the exit status.
+            sys.exit(FAIL_EXIT)
+
+
+def _where(f: Any) -> str:
+    attempt = (f.detail or {}).get("attempt")
+    if f.round is None and attempt is not None:
+        when = f"attempt {attempt}"
+    else:
+        when = f"round {'-' if f.round is None else f.round}"
+    return f"run {f.run_id}  {when}  {f.role} {f.candidate_hash or '?'}"
+
+
+def _list_text(store: Any, runs: list, found: list, context: int) -> None:
+
+    if not found:
+        names = ", ".join(r.id for r in runs) if len(runs) <= 3 else f"{len(runs)} runs"
+        click.echo(f"no findings ({names})")
+        return
+    sources: dict[tuple[str, str], Any] = {}
+    for e in found:
+        f = e.finding
+        seen = f" x{e.occurrences}" if e.occurrences > 1 else ""
+        click.echo(f"{e.id}  {f.severity.upper():8} {f.rule}  [{f.layer}]{seen}")
+        click.echo(f"    {_where(f)}")
+        click.echo(f"    attempted: {f.attempted}")
+        click.echo(f"    sandbox:   {f.action}")
+        if e.linked:
+            click.echo(f"    linked:    {', '.join(e.linked)}")
+        lines: list[str] = []
+        if f.line and context > 0:
+            key = (f.run_id or "", f.candidate_hash)
+            if key not in sources:
+                run = A.run_of(store, f)
+                sources[key] = A.candidate_source(run, f.candidate_hash) if run else None
+            if sources[key]:
+                lines = A.source_context(sources[key][0], f.line, context)
+        if not lines and f.source_line:
+            lines = [f"> {f.line or '?'} | {f.source_line.strip()}"]
+        for ln in lines:
+            click.echo(f"      {ln}")
+    n = sum(1 for e in found if e.counted)
+    click.echo(f"{n} finding(s), {len(found)} distinct, linked static/runtime pairs counted once")
+
+
+def _summary_text(data: dict) -> str:
+    out = [f"runs: {', '.join(data['runs']) or '-'}",
+           f"findings: {data['findings']} (distinct {data['distinct']}, logged {data['logged']}, "
+           f"linked pairs {data['linked_pairs']})"]
+    for key in ("severity", "rule", "round", "role", "layer"):
+        counts = data[f"by_{key}"]
+        if counts:
+            out.append(f"by {key}:")
+            out.extend(f"  {k:28} {v}" for k, v in counts.items())
+    for run_id, chain in data["lineage"].items():
+        out.append(f"lineage of adopted improvers, run {run_id}:")
+        for node in chain:
+            mark = "FLAGGED" if node["flagged"] else "clean"
+            why = ""
+            if node["has_findings"]:
+                why = " (own findings)"
+            elif node["flagged_ancestors"]:
+                why = f" (descends from {', '.join(node['flagged_ancestors'])})"
+            out.append(f"  round {node['round']:>3}  {node['hash']}  {mark}{why}")
+    return "\n".join(out)
+
+
+def _show(store: Any, entry: Any, as_json: bool) -> None:
+
+    f = entry.finding
+    run = A.run_of(store, f)
+    found = A.candidate_source(run, f.candidate_hash) if run else None
+    if as_json:
+        d = entry.to_dict()
+        d["source"] = found[0] if found else None
+        d["source_origin"] = found[1] if found else None
+        click.echo(json.dumps(d, indent=2))
+        return
+    click.echo(f"finding   {entry.id}")
+    for label, value in (("rule", f.rule), ("severity", f.severity), ("layer", f.layer),
+                         ("run", f.run_id), ("round", f.round), ("role", f.role),
+                         ("candidate", f.candidate_hash or "?"), ("attempted", f.attempted),
+                         ("sandbox", f.action), ("line", f.line),
+                         ("logged", f"{entry.occurrences} time(s)")):
+        click.echo(f"{label:9} {value if value is not None else '-'}")
+    if entry.linked:
+        click.echo(f"{'linked':9} {', '.join(entry.linked)}")
+    extra = {k: v for k, v in (f.detail or {}).items() if k != "linked"}
+    if extra:
+        click.echo(f"{'detail':9} {json.dumps(extra, default=str)}")
+    if not found:
+        click.echo("source    not stored in the run (no candidates/<hash>.py, improver file, "
+                   "or model reply with this hash)")
+        if f.source_line:
+            click.echo(f"> {f.line or '?'} | {f.source_line}")
+        return
+    click.echo(f"source    {found[1]}")
+    click.echo("")
+    for ln in A.source_context(found[0], f.line):
+        click.echo(ln)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def experiment() -> None:
+    """Experiments of the STOP paper."""
+
+
+
+@experiment.command("unsandbox")
+@click.option("--n", "n", type=click.IntRange(min=1), help="Improvement attempts (default 100).")
+@click.option("--warning/--no-warning", default=None,
+              help="Add a sentence telling the model never to switch the sandbox off.")
+@click.option("--model", help="Model spec (default: the embedded local model).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Attempts run concurrently.")
+@click.option("--run", "run_ref", help="Resume this experiment run (id, prefix or latest).")
+@click.option("--max-tokens", type=click.IntRange(min=64), help="Reply length cap (default 1024).")
+@click.option("--batch", type=click.IntRange(1, 8),
+              help="Attempts drawn per model request, as n samples (default 6).")
+@click.option("--no-exec", is_flag=True, help="Scan only; do not execute the improvers.")
+@click.option("--sandbox", "backend", type=click.Choice(["docker", "process"]), default="docker",
+              show_default=True, help="Where the improvers run.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+def unsandbox(n: int | None, warning: bool | None, model: str | None, jobs: int,
+              run_ref: str | None, max_tokens: int | None, batch: int | None, no_exec: bool,
+              backend: str, as_json: bool) -> None:
+    """The STOP paper's unsandboxing experiment: how often does the model switch the flag off?
+
+    N independent attempts to improve the sandbox-variant seed improver, whose utility shows
+    `use_sandbox=True`. Each improver is scanned and run in the sandbox; the rate of improvers
+    that pass use_sandbox=False is reported with a 95% Wilson interval next to the published
+    GPT-4 and GPT-3.5 rates. An interrupted experiment resumes with --run.
+    """
+
+    store = RunStore()
+    cfg = X.UnsandboxConfig(jobs=jobs, sandbox=backend)
+    if run_ref is not None:
+        old = store.open(run_ref).config()
+        for key in ("n", "warning", "model", "max_tokens", "temperature", "batch", "execute"):
+            if key in old:
+                setattr(cfg, key, old[key])
+    for key, value in (("n", n), ("warning", warning), ("model", model),
+                       ("max_tokens", max_tokens), ("batch", batch)):
+        if value is not None:
+            setattr(cfg, key, value)
+    if no_exec:
+        cfg.execute = False
+
+    def progress(att: X.Attempt, done: int, total: int) -> None:
+        flags = [w for w, on in (("static", att.flag_off_static),
+                                 ("runtime", att.flag_off_runtime)) if on]
+        what = f"FLAG OFF ({'+'.join(flags)})" if flags else ("no code" if not att.has_code
+                                                             else "flag kept")
+        other = [r for r in att.rules if r != X.FLAG_RULE]
+        click.echo(f"[{done}/{total}] attempt {att.index}: {what}"
+                   f"{'; ' + ', '.join(other) if other else ''} ({att.wall_s:.1f} s)", err=True)
+
+    def started(run: Any, todo: int) -> None:
+        if todo:
+            click.echo(f"run {run.id}: {todo} attempt(s) to go; if interrupted, continue with "
+                       f"`stop experiment unsandbox --run {run.id}`", err=True)
+
+    run = X.run_unsandbox(cfg, store=store, run_ref=run_ref, progress=progress, started=started)
+    data = X.summarize(run)
+    click.echo(json.dumps(data, indent=2) if as_json else _experiment_text(data))
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _experiment_text(d: dict) -> str:
+    f = d["flag_off"]
+    lo, hi = f["ci95"]
+    out = [f"unsandbox experiment, run {d['run']}, model {d['model']}, "
+           f"warning {'on' if d['warning'] else 'off'}",
+           f"attempts {d['n']} of {d['n_planned']} (with an improver {d['with_code']}, "
+           f"executed {d['executed']}, cut off inside a code block {d['truncated']})",
+           f"switched use_sandbox off: {f['count']}/{d['n']} = {_pct(f['rate'])} "
+           f"(95% Wilson CI {_pct(lo)} to {_pct(hi)})",
+           f"  seen statically {d['flag_off_static']['count']}, at runtime "
+           f"{d['flag_off_runtime']['count']}"]
+    for model, p in d["published"].items():
+        out.append(f"  published, {model}, 10,000 attempts: {_pct(p['rate'])} "
+                   f"({_pct(p['lo'])} to {_pct(p['hi'])})")
+    if d["other_rules"]:
+        out.append("other tampering seen (attempts per rule):")
+        out.extend(f"  {rule:28} {count}" for rule, count in d["other_rules"].items())
+    t = d["timing"]
+    if t["elapsed_per_attempt_s"] is not None:
+        line = (f"time: {t['elapsed_s']:.0f} s elapsed, {t['elapsed_per_attempt_s']:.1f} s per "
+                f"attempt; sandbox checks {t['mean_check_s']:.1f} s per attempt")
+        if t["model_s_per_sample"] is not None:
+            line += (f"; {t['fresh_model_calls']} fresh model request(s) for "
+                     f"{t['fresh_samples']} samples, {t['model_s_per_sample']:.1f} s each")
+        out.append(line)
+    return "\n".join(out)

@@ -1,0 +1,1 @@
+"""The self-improvement loop, the improver runs and the meta-utility, their settings and statistics."""

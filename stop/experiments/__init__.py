@@ -1,0 +1,1 @@
+"""Experiments over improvers: the unsandboxing experiment and transfer to other tasks."""

@@ -1,0 +1,1 @@
+"""What is read back from runs for people: HTML reports, figures, audit findings."""

@@ -1,0 +1,1 @@
+"""Runs on disk: the store, the event log and its schema, summaries, replay."""

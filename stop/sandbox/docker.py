@@ -1,0 +1,378 @@
+"""The Docker backend: one fresh hardened container per execution, killed from outside.
+
+Threat model: the container is the wall. It has no network, a read-only root, a noexec tmpfs,
+no capabilities, a non-root user, pids/memory/CPU/file limits and an empty environment; no host
+path and never the Docker socket is mounted. The host owns the clock: it kills the container at
+the deadline and reads the outcome (exit code, OOM kill) from the engine, not from the
+candidate. Output is read in chunks and only counted past the limit, so a flood costs the host
+nothing. Every container carries labels naming its owner process; containers are removed after
+use, at exit, on interrupt, and (if a crashed process left some) when the next sandbox opens.
+
+Stdio goes over the engine's attach socket (the multiplexed stream: 8-byte headers, stdout =
+protocol channel, stderr = the candidate's stderr). Attaching to an already running container
+is what lets a pool of pre-started containers hide the start cost.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from stop.sandbox.bridge import ServiceHandler
+from stop.sandbox.execution import Execution, SandboxUnavailable, error_result, report
+from stop.sandbox.image import ensure_image
+from stop.sandbox.records import ExecLimits, ExecResult
+
+LABEL = "stop.sandbox"
+OWNER = "stop.owner"
+HARNESS_CMD = ["python3", "-I", "/opt/stop/harness.py"]
+DRAIN_S = 5.0
+AFTER_DONE_S = 0.02
+_LIVE: set[str] = set()
+_LIVE_LOCK = threading.Lock()
+_CLIENTS: list[Any] = []
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+def _owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _cleanup_live() -> None:
+    with _LIVE_LOCK:
+        ids = list(_LIVE)
+        _LIVE.clear()
+    if not ids or not _CLIENTS:
+        return
+    api = _CLIENTS[0]
+    for cid in ids:
+        try:
+            api.remove_container(cid, force=True)
+        except Exception:
+            pass
+
+
+atexit.register(_cleanup_live)
+
+
+_POOLS: list[DockerSandbox] = []
+
+
+def pooled_ids() -> set[str]:
+    """Containers waiting in the pools of this process (started, not yet used)."""
+    out: set[str] = set()
+    for sb in list(_POOLS):
+        with sb._pool_lock:
+            out.update(cid for q in sb._pool.values() for cid in q)
+    return out
+
+
+def _pool_key(limits: ExecLimits) -> tuple:
+    """Limits fixed at container creation; wall clock and output are enforced per execution."""
+    return (limits.memory_mb, limits.cpus, limits.pids, limits.nofile, limits.fsize_mb,
+            limits.tmpfs_mb)
+
+
+class DockerSandbox:
+    name = "docker"
+
+    def __init__(self, image: str | None = None, *, pool_size: int = 0) -> None:
+        try:
+            import docker
+        except ImportError as e:
+            raise SandboxUnavailable("the `docker` Python package is missing: pip install docker"
+                                     ) from e
+        try:
+            self.client = docker.from_env(timeout=120)
+            self.client.ping()
+        except Exception as e:
+            raise SandboxUnavailable(
+                "Docker engine not reachable: start dockerd (or `apt-get install docker.io`), "
+                f"or pass --sandbox process ({type(e).__name__})") from None
+        self.api = self.client.api
+        _CLIENTS.append(self.api)
+        if image is None:
+            image = ensure_image()
+        self.image = image
+        self.pool_size = max(0, int(pool_size))
+        self._pool: dict[tuple, deque[str]] = {}
+        self._pool_lock = threading.Lock()
+        self._filling: dict[tuple, int] = {}
+        self._made_for_pool: set[str] = set()
+        self._bg = ThreadPoolExecutor(2, thread_name_prefix="stop-docker")
+        self._closed = False
+        self.reap_stale()
+        _POOLS.append(self)
+        if self.pool_size:
+            self._refill(ExecLimits())
+
+    # ---- container lifecycle ---------------------------------------------------------------
+
+    def _create(self, limits: ExecLimits) -> str:
+        from docker.types import Ulimit
+
+        fsize = limits.fsize_mb * 1024 * 1024
+        host = self.api.create_host_config(
+            network_mode="none", read_only=True, ipc_mode="none", init=True,
+            tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={limits.tmpfs_mb}m"},
+            cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=limits.pids,
+            mem_limit=f"{limits.memory_mb}m", memswap_limit=f"{limits.memory_mb}m",
+            nano_cpus=int(limits.cpus * 1e9),
+            ulimits=[Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile),
+                     Ulimit(name="fsize", soft=fsize, hard=fsize),
+                     Ulimit(name="core", soft=0, hard=0)],
+        )
+        c = self.api.create_container(
+            self.image, command=HARNESS_CMD, user="65534:65534", environment={},
+            working_dir="/tmp", hostname="sandbox", stdin_open=True, tty=False,
+            network_disabled=True, labels={LABEL: "1", OWNER: _owner_id()}, host_config=host)
+        cid = c["Id"]
+        with _LIVE_LOCK:
+            _LIVE.add(cid)
+        try:
+            self.api.start(cid)
+        except Exception:
+            self._remove(cid)
+            raise
+        return cid
+
+    def _remove(self, cid: str) -> None:
+        try:
+            self.api.remove_container(cid, force=True)
+        except Exception:
+            pass
+        with _LIVE_LOCK:
+            _LIVE.discard(cid)
+
+    def reap_stale(self) -> int:
+        """Remove labelled containers whose owning process on this host is gone."""
+        n = 0
+        host = socket.gethostname()
+        for c in self.api.containers(all=True, filters={"label": LABEL}):
+            owner = (c.get("Labels") or {}).get(OWNER, "")
+            h, _, pid = owner.rpartition(":")
+            if h != host or not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                os.kill(int(pid), 0)
+                continue
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            self._remove(c["Id"])
+            n += 1
+        return n
+
+    # ---- the pool of pre-started one-shot containers ---------------------------------------
+
+    def _refill(self, limits: ExecLimits) -> None:
+        key = _pool_key(limits)
+        with self._pool_lock:
+            have = len(self._pool.get(key, ())) + self._filling.get(key, 0)
+            want = self.pool_size - have
+            if want <= 0 or self._closed:
+                return
+            self._filling[key] = self._filling.get(key, 0) + want
+        for _ in range(want):
+            self._bg.submit(self._fill_one, key, limits)
+
+    def _fill_one(self, key: tuple, limits: ExecLimits) -> None:
+        try:
+            cid = self._create(limits)
+        except Exception:
+            cid = None
+        with self._pool_lock:
+            self._filling[key] -= 1
+            if cid is not None and not self._closed:
+                self._pool.setdefault(key, deque()).append(cid)
+                self._made_for_pool.add(cid)
+                return
+        if cid is not None:
+            self._remove(cid)
+
+    def _acquire(self, limits: ExecLimits) -> str:
+        if self.pool_size:
+            key = _pool_key(limits)
+            with self._pool_lock:
+                q = self._pool.get(key)
+                cid = q.popleft() if q else None
+            self._refill(limits)
+            if cid is not None:
+                return cid
+        return self._create(limits)
+
+    def close(self) -> None:
+        with self._pool_lock:
+            self._closed = True
+            ids = [cid for q in self._pool.values() for cid in q]
+            self._pool.clear()
+        self._bg.shutdown(wait=True)
+        for cid in ids:
+            self._remove(cid)
+
+    # ---- one execution ----------------------------------------------------------------------
+
+    def execute(self, job: dict, *, limits: ExecLimits, role: str,
+                services: ServiceHandler | None = None, recorder: Any | None = None
+                ) -> ExecResult:
+        holder: dict[str, Any] = {}
+
+        def send(data: bytes) -> None:
+            holder["sock"].sendall(data)
+
+        ex = Execution(job, limits=limits, role=role, services=services, backend=self.name,
+                       send=send)
+        cid = None
+        try:
+            cid, sock = self._acquire_attached(limits)
+            holder["sock"] = sock
+            t0 = time.monotonic()  # the candidate's clock starts when it gets its job
+            sock.sendall(ex.job_line)
+            timed_out = self._pump(sock, ex, t0, cid)
+            wall = time.monotonic() - t0
+            _close(sock)
+            left = ex.limits.wall_s + ex.session.service_seconds() - wall
+            if ex.session.done is not None and not timed_out:
+                state, killed = self._quick_state(cid), False
+            else:
+                state, killed = self._final_state(cid, 0.0 if timed_out else left)
+            wall = time.monotonic() - t0
+            result = ex.verdict(exit_code=state.get("ExitCode"), oom=bool(state.get("OOMKilled")),
+                                timed_out=timed_out or killed, wall_s=wall)
+        except SandboxUnavailable:
+            raise
+        except Exception as e:
+            result = error_result(job, role, self.name,
+                                  f"sandbox failure: {type(e).__name__}: {e}")
+            result.findings = ex.static + ex.session.findings
+        finally:
+            ex.session.close()
+            if "sock" in holder:
+                _close(holder["sock"])
+            if cid is not None:
+                self._discard(cid)
+        return report(result, role=role, limits=limits, kind=job["kind"], recorder=recorder,
+                      requests=ex.session.requests)
+
+    def _acquire_attached(self, limits: ExecLimits) -> tuple[str, socket.socket]:
+        """A running container with stdio attached. A pooled one that died while it waited
+        (an engine restart, a stray kill) is replaced by a fresh one."""
+        cid = self._acquire(limits)
+        if cid in self._made_for_pool and not self._running(cid):
+            self._discard(cid)
+            cid = self._create(limits)
+        self._made_for_pool.discard(cid)
+        try:
+            return cid, self._attach(cid)
+        except Exception:
+            self._discard(cid)
+            raise
+
+    def _running(self, cid: str) -> bool:
+        try:
+            return bool(self.api.inspect_container(cid)["State"]["Running"])
+        except Exception:
+            return False
+
+    def _discard(self, cid: str) -> None:
+        """Remove a used container, in the background unless the sandbox is closing."""
+        try:
+            if not self._closed:
+                self._bg.submit(self._remove, cid)
+                return
+        except RuntimeError:  # executor already shut down
+            pass
+        self._remove(cid)
+
+    def _attach(self, cid: str) -> socket.socket:
+        resp = self.api.attach_socket(
+            cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        sock = getattr(resp, "_sock", resp)
+        sock.settimeout(None)
+        return sock
+
+    def _pump(self, sock: socket.socket, ex: Execution, t0: float, cid: str) -> bool:
+        """Demultiplex the attach stream until it ends; kill at the deadline. True if killed."""
+        buf = bytearray()
+        killed_at: float | None = None
+        done_at: float | None = None
+        while True:
+            now = time.monotonic()
+            if done_at is None and ex.session.done is not None:
+                done_at = now
+            if done_at is not None and killed_at is None:
+                # The closing frame is the end of the execution: keep reading only briefly for
+                # stderr the engine multiplexed late, not for the container's teardown.
+                if now - done_at > AFTER_DONE_S:
+                    return False
+                wait = AFTER_DONE_S
+            elif killed_at is None:
+                left = ex.limits.wall_s + ex.session.service_seconds() - (now - t0)
+                if left <= 0:
+                    try:
+                        self.api.kill(cid)
+                    except Exception:
+                        pass
+                    killed_at = now
+                    continue
+                wait = min(left, 0.5)
+            else:
+                if now - killed_at > DRAIN_S:
+                    return True
+                wait = 0.5
+            ready, _, _ = select.select([sock], [], [], wait)
+            if not ready:
+                continue
+            data = sock.recv(262144)
+            if not data:
+                return killed_at is not None
+            buf += data
+            while len(buf) >= 8:
+                stream, size = buf[0], struct.unpack(">I", buf[4:8])[0]
+                if len(buf) < 8 + size:
+                    break
+                payload = bytes(buf[8:8 + size])
+                del buf[:8 + size]
+                if stream == 1:
+                    ex.session.feed_protocol(payload)
+                else:
+                    ex.session.feed_stderr(payload)
+
+    def _quick_state(self, cid: str) -> dict:
+        """After a closing frame: the engine's state if the container already stopped, else an
+        unknown exit code (it is stopped and removed in the background)."""
+        try:
+            state = self.api.inspect_container(cid).get("State", {})
+        except Exception:
+            return {}
+        return state if not state.get("Running") else {}
+
+    def _final_state(self, cid: str, left: float) -> tuple[dict, bool]:
+        """The engine's view once the container stopped; kill it if it outlives the deadline
+        (a candidate can close its streams and keep running). True if killed here."""
+        killed = False
+        try:
+            self.api.wait(cid, timeout=max(1.0, left + 0.5))
+        except Exception:
+            killed = True
+            try:
+                self.api.kill(cid)
+                self.api.wait(cid, timeout=10)
+            except Exception:
+                pass
+        return self.api.inspect_container(cid).get("State", {}), killed
