@@ -16,7 +16,7 @@ from stop.core.stats import welch
 from stop.reports.report import model_use, round_series
 from stop.runs.store import RunStore
 
-FIXTURE = Path(__file__).parent / "fixtures" / "report_run" / "20260101-000000-fixture"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "report_run" / "20260101-000000-fixture"
 T_975_DF4 = 2.7764451051977934  # scipy 1.17.1: t.ppf(0.975, 4)
 
 

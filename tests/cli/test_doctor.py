@@ -14,7 +14,7 @@ import pytest
 
 from stop.cli import checks as doctor
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_doctor(env: dict[str, str], cwd: Path = ROOT, pythonpath: Path | None = None):

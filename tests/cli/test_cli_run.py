@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 # The run's files in one JSON document (its improver sources are data, kept byte for byte).
-FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "loop_run.json").read_text())
+FIXTURE = json.loads((Path(__file__).parents[1] / "fixtures" / "loop_run.json").read_text())
 RUN_ID = FIXTURE["id"]
 
 

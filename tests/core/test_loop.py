@@ -26,7 +26,7 @@ from stop.models import ScriptedModel
 from stop.runs.store import RunStore
 from stop.sandbox.records import source_hash
 
-FIX = Path(__file__).parent / "fixtures" / "loop"
+FIX = Path(__file__).parents[1] / "fixtures" / "loop"
 IMPROVERS = ("better", "worse", "crash", "hang")
 SETTINGS = {"rounds": 2, "n_tests": 1, "lm_budget": 1, "max_responses_per_call": 2,
             "utility_budget": 3, "meta_lm_budget": 1, "meta_max_responses_per_call": 4,
@@ -59,7 +59,7 @@ def improver_hash(name: str) -> str:
 
 
 def _extract(text: str) -> str:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sandbox"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "sandbox"))
     try:
         from helpers import extract_code
     finally:

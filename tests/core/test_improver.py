@@ -17,7 +17,7 @@ from stop.runs.store import NullRecorder
 from stop.sandbox.records import ExecLimits
 from stop.tasks.loader import load_task
 
-FIX = Path(__file__).parent / "fixtures" / "loop"
+FIX = Path(__file__).parents[1] / "fixtures" / "loop"
 
 
 # ---------------------------------------------------------------- config (no Docker)
