@@ -1,4 +1,4 @@
-"""The `stop` command line. Each area registers its commands from its own module.
+"""The `stop` command line: one module per area defines its click commands; this one adds them.
 
 Data goes to stdout, progress and logs to stderr. Exit codes: 0 ok, 1 error, 2 usage,
 3 `stop audit --fail-on` found something at or above the level.
@@ -6,23 +6,13 @@ Data goes to stdout, progress and logs to stderr. Exit codes: 0 ok, 1 error, 2 u
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
 import click
 
+from stop.cli import audit, doctor, experiment, model, report, run, sandbox, tasks
 from stop.errors import StopError
-
-AREAS = (
-    "stop.cli.run",
-    "stop.cli.sandbox",
-    "stop.cli.tasks",
-    "stop.cli.model",
-    "stop.cli.audit",
-    "stop.cli.report",
-    "stop.cli.doctor",
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,8 +22,15 @@ def cli() -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
-for _area in AREAS:
-    importlib.import_module(_area).register(cli)
+for _command in (
+    run.run_cmd, run.runs_cmd, run.show_cmd, run.diff_cmd, run.replay_cmd,
+    tasks.tasks_group, tasks.score_cmd,
+    audit.audit, experiment.experiment,
+    report.transfer, report.report, report.compare,
+    model.model_group, doctor.doctor,
+):
+    cli.add_command(_command)
+sandbox.register(cli)
 
 
 def main() -> None:

@@ -10,23 +10,22 @@ import click
 from stop.cli import checks as doc
 
 
-def register(cli: click.Group) -> None:
-    @cli.command()
-    @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
-    def doctor(as_json: bool) -> None:
-        """Check Python, the Docker engine, the sandbox image, the model; name each fix.
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def doctor(as_json: bool) -> None:
+    """Check Python, the Docker engine, the sandbox image, the model; name each fix.
 
-        Exits 1 when something the configured model (STOP_MODEL, default: the embedded one)
-        needs is missing.
-        """
+    Exits 1 when something the configured model (STOP_MODEL, default: the embedded one)
+    needs is missing.
+    """
 
-        checks = doc.run_checks()
-        ok = doc.healthy(checks)
-        if as_json:
-            click.echo(json.dumps({"ok": ok, "checks": [c.to_dict() for c in checks]}, indent=2))
-        else:
-            click.echo(doc.render(checks))
-        if not ok:
-            # sys.exit, not ctx.exit: the CLI runs click with standalone_mode=False, where an
-            # Exit's code is returned rather than used.
-            sys.exit(1)
+    checks = doc.run_checks()
+    ok = doc.healthy(checks)
+    if as_json:
+        click.echo(json.dumps({"ok": ok, "checks": [c.to_dict() for c in checks]}, indent=2))
+    else:
+        click.echo(doc.render(checks))
+    if not ok:
+        # sys.exit, not ctx.exit: the CLI runs click with standalone_mode=False, where an
+        # Exit's code is returned rather than used.
+        sys.exit(1)

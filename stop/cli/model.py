@@ -95,7 +95,3 @@ def status_cmd(smoke: bool, verify: bool, as_json: bool) -> None:
                    f"generated {lu['completion_tokens']} tokens at {lu['generate_tok_s'] or '-'} tok/s")
     else:
         click.echo("last use   never")
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(model_group)

@@ -15,12 +15,6 @@ from stop.reports.report import build_report, compare_runs
 from stop.runs.store import RunStore
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(transfer)
-    cli.add_command(report)
-    cli.add_command(compare)
-
-
 def _split_tasks(values: tuple[str, ...]) -> list[str]:
     return [t.strip() for v in values for t in v.split(",") if t.strip()]
 

@@ -320,60 +320,59 @@ def cmd_replay(ref: str, tolerance: float, keep: bool, quiet: bool) -> None:
                + (f"; replay kept as {replayed.id}" if keep else ""))
 
 
-def register(cli: click.Group) -> None:
-    @cli.command("run", help=RUN_HELP)
-    @click.argument("task", required=False)
-    @click.option("--rounds", type=click.IntRange(min=0), help="Self-improvement rounds.")
-    @click.option("--model", help="litellm model string, 'embedded' (default), 'smollm2', "
-                                  "'scripted:FILE' or 'replay:RUN'.")
-    @click.option("--api-base", help="OpenAI-compatible server for --model.")
-    @click.option("--profile", type=click.Choice(list(PROFILES)), help="Budgets (default tiny).")
-    @click.option("--jobs", type=click.IntRange(min=1), help="Parallel improver runs and "
-                                                              "solution scorings (default 2).")
-    @click.option("--seed", type=int, help="Sampling seed: part of every model-call key.")
-    @click.option("--sandbox", type=click.Choice(["docker", "process"]),
-                  help="Sandbox backend (default docker; process is no security boundary).")
-    @click.option("--margin", type=float, help="How much the candidate's meta-utility must beat "
-                                               "the incumbent's by (default 0).")
-    @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-                  help="Any other run setting, e.g. --set n_tests=3 (see the profile table).")
-    @click.option("--resume", "resume", metavar="RUN", help="Continue a stopped or killed run.")
-    @click.option("--quiet", is_flag=True, help="No progress display.")
-    def run_cmd(**kw: Any) -> None:
-        cmd_run(**kw)
+@click.command("run", help=RUN_HELP)
+@click.argument("task", required=False)
+@click.option("--rounds", type=click.IntRange(min=0), help="Self-improvement rounds.")
+@click.option("--model", help="litellm model string, 'embedded' (default), 'smollm2', "
+                              "'scripted:FILE' or 'replay:RUN'.")
+@click.option("--api-base", help="OpenAI-compatible server for --model.")
+@click.option("--profile", type=click.Choice(list(PROFILES)), help="Budgets (default tiny).")
+@click.option("--jobs", type=click.IntRange(min=1), help="Parallel improver runs and "
+                                                          "solution scorings (default 2).")
+@click.option("--seed", type=int, help="Sampling seed: part of every model-call key.")
+@click.option("--sandbox", type=click.Choice(["docker", "process"]),
+              help="Sandbox backend (default docker; process is no security boundary).")
+@click.option("--margin", type=float, help="How much the candidate's meta-utility must beat "
+                                           "the incumbent's by (default 0).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Any other run setting, e.g. --set n_tests=3 (see the profile table).")
+@click.option("--resume", "resume", metavar="RUN", help="Continue a stopped or killed run.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def run_cmd(**kw: Any) -> None:
+    cmd_run(**kw)
 
-    @cli.command("runs")
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    def runs_cmd(as_json: bool) -> None:
-        """List runs: id, task, model, rounds, best meta-utility, status, start, duration."""
-        cmd_runs(as_json)
+@click.command("runs")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def runs_cmd(as_json: bool) -> None:
+    """List runs: id, task, model, rounds, best meta-utility, status, start, duration."""
+    cmd_runs(as_json)
 
-    @cli.command("show")
-    @click.argument("run")
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    @click.option("--round", "round_k", type=click.IntRange(min=0), help="One round's details.")
-    @click.option("--code", is_flag=True, help="Print that round's improver source.")
-    def show_cmd(run: str, as_json: bool, round_k: int | None, code: bool) -> None:
-        """Per-round table of RUN (an id, a unique prefix, or `latest`)."""
-        cmd_show(run, as_json, round_k, code)
+@click.command("show")
+@click.argument("run")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--round", "round_k", type=click.IntRange(min=0), help="One round's details.")
+@click.option("--code", is_flag=True, help="Print that round's improver source.")
+def show_cmd(run: str, as_json: bool, round_k: int | None, code: bool) -> None:
+    """Per-round table of RUN (an id, a unique prefix, or `latest`)."""
+    cmd_show(run, as_json, round_k, code)
 
-    @cli.command("diff")
-    @click.argument("run")
-    @click.argument("a", type=click.IntRange(min=0))
-    @click.argument("b", type=click.IntRange(min=0))
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    def diff_cmd(run: str, a: int, b: int, as_json: bool) -> None:
-        """Unified diff of the improvers after rounds A and B of RUN (0 is the seed)."""
-        cmd_diff(run, a, b, as_json)
+@click.command("diff")
+@click.argument("run")
+@click.argument("a", type=click.IntRange(min=0))
+@click.argument("b", type=click.IntRange(min=0))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def diff_cmd(run: str, a: int, b: int, as_json: bool) -> None:
+    """Unified diff of the improvers after rounds A and B of RUN (0 is the seed)."""
+    cmd_diff(run, a, b, as_json)
 
-    @cli.command("replay")
-    @click.argument("run")
-    @click.option("--tolerance", type=click.FloatRange(min=0.0), default=REPLAY_TOLERANCE,
-                  show_default=True, help="Largest score difference counted as reproduced "
-                  "(solutions that draw unseeded random numbers score differently each run); "
-                  "0 demands identical scores.")
-    @click.option("--keep", is_flag=True, help="Keep the replay as a run under runs/.")
-    @click.option("--quiet", is_flag=True, help="No progress display.")
-    def replay_cmd(run: str, tolerance: float, keep: bool, quiet: bool) -> None:
-        """Re-run a finished RUN offline from its recorded model calls; check every score."""
-        cmd_replay(run, tolerance, keep, quiet)
+@click.command("replay")
+@click.argument("run")
+@click.option("--tolerance", type=click.FloatRange(min=0.0), default=REPLAY_TOLERANCE,
+              show_default=True, help="Largest score difference counted as reproduced "
+              "(solutions that draw unseeded random numbers score differently each run); "
+              "0 demands identical scores.")
+@click.option("--keep", is_flag=True, help="Keep the replay as a run under runs/.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def replay_cmd(run: str, tolerance: float, keep: bool, quiet: bool) -> None:
+    """Re-run a finished RUN offline from its recorded model calls; check every score."""
+    cmd_replay(run, tolerance, keep, quiet)

@@ -18,11 +18,6 @@ from stop.tasks.loader import load_task, scan_tasks
 from stop.tasks.scoring import score_solution
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(tasks_group)
-    cli.add_command(score_cmd)
-
-
 @click.group("tasks", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
