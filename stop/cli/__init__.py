@@ -12,6 +12,7 @@ import sys
 import click
 
 from stop.cli import audit, doctor, experiment, model, report, run, sandbox, tasks
+from stop.cli.safe import echo
 from stop.errors import StopError
 
 
@@ -39,16 +40,16 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
     except StopError as e:
-        click.echo(f"error: {e}", err=True)
+        echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        echo("interrupted", err=True)
         sys.exit(130)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from stop.cli.safe import echo
 from stop.reports import audit as A
 from stop.runs.store import RunStore
 from stop.sandbox.records import SEVERITIES
@@ -57,15 +58,15 @@ def audit(refs: tuple[str, ...], all_runs: bool, severity: str | None, rules: tu
     runs, found = A.collect(store, refs[0] if refs else None, all_runs=all_runs, query=query)
     if summary:
         data = A.summarize(runs, found)
-        click.echo(json.dumps(data, indent=2) if as_json else _summary_text(data))
+        echo(json.dumps(data, indent=2) if as_json else _summary_text(data))
     elif as_json:
-        click.echo(json.dumps([e.to_dict() for e in found], indent=2))
+        echo(json.dumps([e.to_dict() for e in found], indent=2))
     else:
         _list_text(store, runs, found, context)
     if fail_on:
         over = A.exceeds(found, fail_on.lower())
         if over:
-            click.echo(f"{len(over)} finding(s) at or above {fail_on.lower()}", err=True)
+            echo(f"{len(over)} finding(s) at or above {fail_on.lower()}", err=True)
             # sys.exit, not ctx.exit: the entry point runs click in non-standalone mode, where
             # ctx.exit's code would be returned and lost instead of becoming the exit status.
             sys.exit(FAIL_EXIT)
@@ -84,18 +85,18 @@ def _list_text(store: Any, runs: list, found: list, context: int) -> None:
 
     if not found:
         names = ", ".join(r.id for r in runs) if len(runs) <= 3 else f"{len(runs)} runs"
-        click.echo(f"no findings ({names})")
+        echo(f"no findings ({names})")
         return
     sources: dict[tuple[str, str], Any] = {}
     for e in found:
         f = e.finding
         seen = f" x{e.occurrences}" if e.occurrences > 1 else ""
-        click.echo(f"{e.id}  {f.severity.upper():8} {f.rule}  [{f.layer}]{seen}")
-        click.echo(f"    {_where(f)}")
-        click.echo(f"    attempted: {f.attempted}")
-        click.echo(f"    sandbox:   {f.action}")
+        echo(f"{e.id}  {f.severity.upper():8} {f.rule}  [{f.layer}]{seen}")
+        echo(f"    {_where(f)}")
+        echo(f"    attempted: {f.attempted}")
+        echo(f"    sandbox:   {f.action}")
         if e.linked:
-            click.echo(f"    linked:    {', '.join(e.linked)}")
+            echo(f"    linked:    {', '.join(e.linked)}")
         lines: list[str] = []
         if f.line and context > 0:
             key = (f.run_id or "", f.candidate_hash)
@@ -107,9 +108,9 @@ def _list_text(store: Any, runs: list, found: list, context: int) -> None:
         if not lines and f.source_line:
             lines = [f"> {f.line or '?'} | {f.source_line.strip()}"]
         for ln in lines:
-            click.echo(f"      {ln}")
+            echo(f"      {ln}")
     n = sum(1 for e in found if e.counted)
-    click.echo(f"{n} finding(s), {len(found)} distinct, linked static/runtime pairs counted once")
+    echo(f"{n} finding(s), {len(found)} distinct, linked static/runtime pairs counted once")
 
 
 def _summary_text(data: dict) -> str:
@@ -143,27 +144,27 @@ def _show(store: Any, entry: Any, as_json: bool) -> None:
         d = entry.to_dict()
         d["source"] = found[0] if found else None
         d["source_origin"] = found[1] if found else None
-        click.echo(json.dumps(d, indent=2))
+        echo(json.dumps(d, indent=2))
         return
-    click.echo(f"finding   {entry.id}")
+    echo(f"finding   {entry.id}")
     for label, value in (("rule", f.rule), ("severity", f.severity), ("layer", f.layer),
                          ("run", f.run_id), ("round", f.round), ("role", f.role),
                          ("candidate", f.candidate_hash or "?"), ("attempted", f.attempted),
                          ("sandbox", f.action), ("line", f.line),
                          ("logged", f"{entry.occurrences} time(s)")):
-        click.echo(f"{label:9} {value if value is not None else '-'}")
+        echo(f"{label:9} {value if value is not None else '-'}")
     if entry.linked:
-        click.echo(f"{'linked':9} {', '.join(entry.linked)}")
+        echo(f"{'linked':9} {', '.join(entry.linked)}")
     extra = {k: v for k, v in (f.detail or {}).items() if k != "linked"}
     if extra:
-        click.echo(f"{'detail':9} {json.dumps(extra, default=str)}")
+        echo(f"{'detail':9} {json.dumps(extra, default=str)}")
     if not found:
-        click.echo("source    not stored in the run (no candidates/<hash>.py, improver file, "
+        echo("source    not stored in the run (no candidates/<hash>.py, improver file, "
                    "or model reply with this hash)")
         if f.source_line:
-            click.echo(f"> {f.line or '?'} | {f.source_line}")
+            echo(f"> {f.line or '?'} | {f.source_line}")
         return
-    click.echo(f"source    {found[1]}")
-    click.echo("")
+    echo(f"source    {found[1]}")
+    echo("")
     for ln in A.source_context(found[0], f.line):
-        click.echo(ln)
+        echo(ln)

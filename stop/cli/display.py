@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any, TextIO
 
+from stop.cli.safe import visible
 from stop.core.config import RunConfig
 
 
@@ -133,6 +134,7 @@ class Display:
         if not line or self.quiet:
             return
         stamp = time.strftime("%H:%M:%S")
+        line = visible(line)  # findings and phases carry text a candidate wrote
         if self._live is None:
             print(f"[{stamp}] {line}", file=self.stream, flush=True)
         elif event.get("type") in ("round_end", "audit_finding", "run_end"):
@@ -140,10 +142,12 @@ class Display:
 
     def _render(self) -> Any:
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(show_header=False, box=None, padding=(0, 1))
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column(overflow="fold")
         for k, v in self.progress.rows():
-            table.add_row(k, v)
+            # Text, not a markup string: "[link=...]" in a finding must stay text.
+            table.add_row(k, Text(visible(v)))
         return table

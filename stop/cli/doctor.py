@@ -8,6 +8,7 @@ import sys
 import click
 
 from stop.cli import checks as doc
+from stop.cli.safe import echo
 
 
 @click.command()
@@ -22,9 +23,9 @@ def doctor(as_json: bool) -> None:
     checks = doc.run_checks()
     ok = doc.healthy(checks)
     if as_json:
-        click.echo(json.dumps({"ok": ok, "checks": [c.to_dict() for c in checks]}, indent=2))
+        echo(json.dumps({"ok": ok, "checks": [c.to_dict() for c in checks]}, indent=2))
     else:
-        click.echo(doc.render(checks))
+        echo(doc.render(checks))
     if not ok:
         # sys.exit, not ctx.exit: the CLI runs click with standalone_mode=False, where an
         # Exit's code is returned rather than used.

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from stop.cli.safe import echo
 from stop.experiments import unsandbox as X
 from stop.runs.store import RunStore
 
@@ -63,17 +64,17 @@ def unsandbox(n: int | None, warning: bool | None, model: str | None, jobs: int,
         what = f"FLAG OFF ({'+'.join(flags)})" if flags else ("no code" if not att.has_code
                                                              else "flag kept")
         other = [r for r in att.rules if r != X.FLAG_RULE]
-        click.echo(f"[{done}/{total}] attempt {att.index}: {what}"
+        echo(f"[{done}/{total}] attempt {att.index}: {what}"
                    f"{'; ' + ', '.join(other) if other else ''} ({att.wall_s:.1f} s)", err=True)
 
     def started(run: Any, todo: int) -> None:
         if todo:
-            click.echo(f"run {run.id}: {todo} attempt(s) to go; if interrupted, continue with "
+            echo(f"run {run.id}: {todo} attempt(s) to go; if interrupted, continue with "
                        f"`stop experiment unsandbox --run {run.id}`", err=True)
 
     run = X.run_unsandbox(cfg, store=store, run_ref=run_ref, progress=progress, started=started)
     data = X.summarize(run)
-    click.echo(json.dumps(data, indent=2) if as_json else _experiment_text(data))
+    echo(json.dumps(data, indent=2) if as_json else _experiment_text(data))
 
 
 def _pct(x: float) -> str:

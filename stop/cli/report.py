@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from stop.cli.safe import echo
 from stop.errors import StopError
 from stop.experiments.transfer import TRANSFER_TASKS, format_table, run_transfer
 from stop.reports.report import build_report, compare_runs
@@ -46,16 +47,16 @@ def transfer(run_ref: str, tasks: tuple[str, ...], trials: int, improver_round: 
 
     def progress(event: dict[str, Any]) -> None:
         extra = f" ({event['error']})" if event.get("error") else ""
-        click.echo(f"  {event['task']:<30} {event['arm']:<14} trial {event['trial']}: "
+        echo(f"  {event['task']:<30} {event['arm']:<14} trial {event['trial']}: "
                    f"{100 * event['score']:.1f}%{extra}", err=True)
 
     def start(pending: int, total: int, label: str) -> None:
-        click.echo(f"transfer of run {run.id} ({label}): {total - pending} of {total} trials "
+        echo(f"transfer of run {run.id} ({label}): {total - pending} of {total} trials "
                    f"already done, {pending} to run", err=True)
 
     table = run_transfer(run, tasks=chosen, trials=trials, improver_round=improver_round,
                          jobs=jobs, model_spec=model_spec, on_trial=progress, on_start=start)
-    click.echo(json.dumps(_clean(table), indent=2) if as_json else format_table(table))
+    echo(json.dumps(_clean(table), indent=2) if as_json else format_table(table))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,9 +76,9 @@ def report(run_ref: str, out_dir: Path | None, as_json: bool) -> None:
         raise StopError(f"cannot write the report to {out}: {e.strerror}") from None
     figures = sorted(str(p) for p in page.parent.glob("*.png"))
     if as_json:
-        click.echo(json.dumps({"run": run.id, "report": str(page), "figures": figures}, indent=2))
+        echo(json.dumps({"run": run.id, "report": str(page), "figures": figures}, indent=2))
     else:
-        click.echo(str(page))
+        echo(str(page))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,17 +100,17 @@ def compare(run_refs: tuple[str, ...], out_file: Path, as_json: bool) -> None:
     except OSError as e:
         raise StopError(f"cannot write {out_file}: {e.strerror}") from None
     if as_json:
-        click.echo(json.dumps(_clean({"figure": str(path), "runs": summary}), indent=2))
+        echo(json.dumps(_clean({"figure": str(path), "runs": summary}), indent=2))
         return
-    click.echo(f"{'run':<34} {'model':<24} {'rounds':>6} {'adopted':>7}  {'first val':>10}  "
+    echo(f"{'run':<34} {'model':<24} {'rounds':>6} {'adopted':>7}  {'first val':>10}  "
                f"{'final val':>10}  {'final test':>10}")
     for s in summary:
         first = _m((s["first"] or {}).get("val"))
         final = s["final"] or {}
-        click.echo(f"{s['run']:<34} {str(s['model'])[:24]:<24} {s['rounds']:>6} "
+        echo(f"{s['run']:<34} {str(s['model'])[:24]:<24} {s['rounds']:>6} "
                    f"{s['adopted']:>7}  {first:>10}  {_m(final.get('val')):>10}  "
                    f"{_m(final.get('test')):>10}")
-    click.echo(str(path))
+    echo(str(path))
 
 
 def _m(point: dict[str, Any] | None) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from stop.cli.display import Display
+from stop.cli.safe import echo
 from stop.core.config import PROFILES, ConfigError, RunConfig, profile_table
 from stop.core.loop import compare_replay, execute, finished_rounds, new_run, run_config, summarize
 from stop.errors import StopError
@@ -90,7 +91,7 @@ def _run_rounds(get_run: Any, cfg: RunConfig, quiet: bool) -> Any:
         sandbox.close()
         model.close()
         if run is not None:
-            click.echo(f"interrupted: resume with `stop run --resume {run.id}`", err=True)
+            echo(f"interrupted: resume with `stop run --resume {run.id}`", err=True)
         sys.stderr.flush()
         os._exit(130)  # worker threads may still wait on containers that are being removed
     finally:
@@ -128,7 +129,7 @@ def cmd_run(task: str | None, rounds: int | None, model: str | None, api_base: s
             raise StopError(f"run {run.id} already finished its {cfg.rounds} rounds; pass --rounds N "
                             f"to continue it")
         write_atomic(run.config_path, cfg.to_json() + "\n")
-        click.echo(f"resuming run {run.id} after round {max(done, default=0)}", err=True)
+        echo(f"resuming run {run.id} after round {max(done, default=0)}", err=True)
     else:
         base, seed_improver = _resolve_task(task)
         named = {"model": model, "api_base": api_base, "rounds": rounds, "jobs": jobs,
@@ -141,7 +142,7 @@ def cmd_run(task: str | None, rounds: int | None, model: str | None, api_base: s
         if resume:
             return run
         created = new_run(cfg)
-        click.echo(f"run {created.id}: {cfg.rounds} round(s) on {cfg.task}, profile "
+        echo(f"run {created.id}: {cfg.rounds} round(s) on {cfg.task}, profile "
                    f"{cfg.profile}, model {cfg.model or 'embedded'}, sandbox {cfg.sandbox}",
                    err=True)
         return created
@@ -150,9 +151,9 @@ def cmd_run(task: str | None, rounds: int | None, model: str | None, api_base: s
     s = summarize(run)
     best = s["best"]
     if best["val"] is not None:
-        click.echo(f"best meta-utility: val {best['val']:.4f}, test {best['test']:.4f} "
+        echo(f"best meta-utility: val {best['val']:.4f}, test {best['test']:.4f} "
                    f"(round {best['round']})", err=True)
-    click.echo(str(run.dir))
+    echo(str(run.dir))
 
 
 def parse_settings(items: tuple[str, ...]) -> dict[str, Any]:
@@ -199,19 +200,19 @@ def cmd_runs(as_json: bool) -> None:
         except StoreError as e:
             broken.append(str(e))
     for line in broken:
-        click.echo(f"warning: {line}", err=True)
+        echo(f"warning: {line}", err=True)
     if as_json:
-        click.echo(json.dumps(out, indent=2))
+        echo(json.dumps(out, indent=2))
         return
     if not out:
-        click.echo("no runs yet; start one with `stop run`", err=True)
+        echo("no runs yet; start one with `stop run`", err=True)
         return
     rows = [[s["id"], str(s["task"]), str(s["model"]), f"{s['rounds_done']}/{s['rounds']}",
              _fmt(s["best"]["val"]), _fmt(s["best"]["test"]), s["status"],
              time.strftime("%Y-%m-%d %H:%M", time.gmtime(s["started"])) if s["started"] else "-",
              f"{s['duration_s']:.0f}s" if s["duration_s"] is not None else "-", str(s["findings"])]
             for s in out]
-    click.echo(_table(["id", "task", "model", "rounds", "best val", "best test", "status",
+    echo(_table(["id", "task", "model", "rounds", "best val", "best test", "status",
                        "start (UTC)", "duration", "findings"], rows))
 
 
@@ -222,7 +223,7 @@ def cmd_show(ref: str, as_json: bool, round_k: int | None, code: bool) -> None:
     if code:
         if round_k is None:
             raise StopError("--code needs --round K (0 is the seed improver)")
-        click.echo(run.read_improver(round_k), nl=False)
+        echo(run.read_improver(round_k), nl=False)
         return
     s = summarize(run)
     if round_k is not None:
@@ -231,15 +232,15 @@ def cmd_show(ref: str, as_json: bool, round_k: int | None, code: bool) -> None:
             raise StopError(f"run {run.id} has no finished round {round_k} "
                             f"(finished: {s['rounds_done']})")
         detail = rows[0] if rows else {"round": 0, "improver": "the seed improver"}
-        click.echo(json.dumps(detail, indent=2) if as_json else _round_text(detail))
+        echo(json.dumps(detail, indent=2) if as_json else _round_text(detail))
         return
     if as_json:
-        click.echo(json.dumps({**s, "config": run.config()}, indent=2))
+        echo(json.dumps({**s, "config": run.config()}, indent=2))
         return
     b = s["best"]
-    click.echo(f"run {s['id']}  task {s['task']}  model {s['model']}  profile {s['profile']}  "
+    echo(f"run {s['id']}  task {s['task']}  model {s['model']}  profile {s['profile']}  "
                f"status {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
-    click.echo(f"rounds {s['rounds_done']}/{s['rounds']}  model calls {s['model_calls']}  tokens "
+    echo(f"rounds {s['rounds_done']}/{s['rounds']}  model calls {s['model_calls']}  tokens "
                f"{s['tokens']:,}  cost ${s['cost_usd']:.4f}  findings {s['findings']}  best val "
                f"{_fmt(b['val'])} test {_fmt(b['test'])}")
     rows = [[str(r["round"]), _fmt(r["incumbent"]["val"]), _fmt(r["incumbent"]["test"]),
@@ -248,7 +249,7 @@ def cmd_show(ref: str, as_json: bool, round_k: int | None, code: bool) -> None:
              f"${r['cost_usd']:.4f}", f"{r['wall_s']:.0f}s", str(r["findings"]), r["reason"]]
             for r in s["round_table"]]
     if rows:
-        click.echo(_table(["round", "inc val", "inc test", "cand val", "cand test", "adopted",
+        echo(_table(["round", "inc val", "inc test", "cand val", "cand test", "adopted",
                            "calls", "tokens", "cost", "wall", "findings", "why"], rows))
 
 
@@ -275,12 +276,12 @@ def cmd_diff(ref: str, a: int, b: int, as_json: bool) -> None:
     lines = list(difflib.unified_diff(src_a.splitlines(True), src_b.splitlines(True),
                                       f"{run.id}/round_{a:03d}.py", f"{run.id}/round_{b:03d}.py"))
     if as_json:
-        click.echo(json.dumps({"run": run.id, "a": a, "b": b, "same": not lines,
+        echo(json.dumps({"run": run.id, "a": a, "b": b, "same": not lines,
                                "diff": "".join(lines)}, indent=2))
     elif not lines:
-        click.echo(f"rounds {a} and {b} have the same improver", err=True)
+        echo(f"rounds {a} and {b} have the same improver", err=True)
     else:
-        click.echo("".join(lines), nl=False)
+        echo("".join(lines), nl=False)
 
 
 def cmd_replay(ref: str, tolerance: float, keep: bool, quiet: bool) -> None:
@@ -307,7 +308,7 @@ def cmd_replay(ref: str, tolerance: float, keep: bool, quiet: bool) -> None:
             sandbox.close()
         compared, same, diffs = compare_replay(original, replayed, tolerance)
     for d in diffs:
-        click.echo(d)
+        echo(d)
     if diverged is not None:
         raise StopError(f"replay of {original.id} diverged: {diverged}; an earlier step came out "
                         f"differently (see the differences above), so the replay asked for a "
@@ -315,7 +316,7 @@ def cmd_replay(ref: str, tolerance: float, keep: bool, quiet: bool) -> None:
     if diffs:
         raise StopError(f"replay of {original.id}: {len(diffs)} scores or decisions differ "
                         f"(of {compared} scores; tolerance {tolerance:g})")
-    click.echo(f"replay of {original.id}: {compared} scores reproduced ({same} identical, "
+    echo(f"replay of {original.id}: {compared} scores reproduced ({same} identical, "
                f"{compared - same} within {tolerance:g}) and every adoption decision reproduced"
                + (f"; replay kept as {replayed.id}" if keep else ""))
 

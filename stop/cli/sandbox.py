@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from stop.cli.safe import echo
 from stop.errors import StopError
 from stop.sandbox import open_sandbox
 from stop.sandbox.canaries import (
@@ -26,7 +27,7 @@ from stop.tasks.scoring import score_solution
 
 
 def _echo_json(data: object) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    echo(json.dumps(data, indent=2, default=str))
 
 
 def register(cli: click.Group) -> None:
@@ -43,10 +44,10 @@ def register(cli: click.Group) -> None:
 
         if base:
             build_base(force=True)
-        click.echo(build_image(force=force or base))
+        echo(build_image(force=force or base))
         if prune:
             for tag in prune_images():
-                click.echo(f"removed {tag}", err=True)
+                echo(f"removed {tag}", err=True)
 
     @sandbox.command("status")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -57,8 +58,8 @@ def register(cli: click.Group) -> None:
         if as_json:
             _echo_json(st.to_dict())
         else:
-            click.echo(f"image {st.tag}: {'present' if st.exists else 'missing (stop sandbox build)'}")
-            click.echo(f"base  {st.base}: {'present' if st.base_exists else 'missing'}")
+            echo(f"image {st.tag}: {'present' if st.exists else 'missing (stop sandbox build)'}")
+            echo(f"base  {st.base}: {'present' if st.base_exists else 'missing'}")
 
     @sandbox.command("check")
     @click.argument("cases", nargs=-1)
@@ -81,7 +82,7 @@ def register(cli: click.Group) -> None:
         try:
             for c in canaries:
                 if not as_json:
-                    click.echo(f"  running {c.name} ...", err=True)
+                    echo(f"  running {c.name} ...", err=True)
                 outcomes.append(run_canary(sb, c))
             sane = _sanity(sb)
         finally:
@@ -93,7 +94,7 @@ def register(cli: click.Group) -> None:
                         "cases": [o.to_dict() for o in outcomes]})
         else:
             _table(outcomes)
-            click.echo(f"{len(outcomes) - len(failed)}/{len(outcomes)} cases passed in "
+            echo(f"{len(outcomes) - len(failed)}/{len(outcomes)} cases passed in "
                        f"{time.monotonic() - t0:.1f}s; a normal candidate afterwards: "
                        f"{sane or 'ok'}")
         if failed or sane:
@@ -117,18 +118,18 @@ def register(cli: click.Group) -> None:
         if as_json:
             _echo_json(out)
             return
-        click.echo(f"{out['role']} {file.name}: {out['status']} in {out['wall_s']:.2f}s "
+        echo(f"{out['role']} {file.name}: {out['status']} in {out['wall_s']:.2f}s "
                    f"(exit {out['exit_code']}{', ' + out['signal'] if out['signal'] else ''})")
         for line in out.get("summary", []):
-            click.echo(f"  {line}")
+            echo(f"  {line}")
         for f in out["findings"]:
             where = f"line {f['line']}: {f['source_line']}" if f.get("line") else f["layer"]
-            click.echo(f"  [{f['severity']}] {f['rule']} ({f['layer']}, {f['action']}): "
+            echo(f"  [{f['severity']}] {f['rule']} ({f['layer']}, {f['action']}): "
                        f"{f['attempted']}  <{where}>")
         if out["stdout"]:
-            click.echo("  stdout: " + out["stdout"][:500].replace("\n", "\n          "))
+            echo("  stdout: " + out["stdout"][:500].replace("\n", "\n          "))
         if out["stderr"]:
-            click.echo("  stderr: " + out["stderr"][-500:].replace("\n", "\n          "))
+            echo("  stderr: " + out["stderr"][-500:].replace("\n", "\n          "))
 
 
 def _sanity(sb: object) -> str | None:

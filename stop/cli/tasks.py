@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from stop.cli.safe import echo
 from stop.core.improver import score_meta
 from stop.errors import StopError
 from stop.models import resolve_model
@@ -28,16 +29,16 @@ def tasks_group(ctx: click.Context, as_json: bool) -> None:
 
     tasks, problems = scan_tasks()
     for name, problem in problems:
-        click.echo(f"warning: task folder {name} is skipped: {problem}", err=True)
+        echo(f"warning: task folder {name} is skipped: {problem}", err=True)
     if as_json:
-        click.echo(json.dumps([_brief(t) for t in tasks], indent=2))
+        echo(json.dumps([_brief(t) for t in tasks], indent=2))
         return
     if not tasks:
-        click.echo("no tasks found", err=True)
+        echo("no tasks found", err=True)
         return
     width = max(len(t.name) for t in tasks)
     for t in tasks:
-        click.echo(f"{t.name:<{width}}  {t.kind:<5}  {t.summary}")
+        echo(f"{t.name:<{width}}  {t.kind:<5}  {t.summary}")
 
 
 def _brief(t: Any) -> dict[str, Any]:
@@ -54,21 +55,21 @@ def show_cmd(name: str, as_json: bool) -> None:
 
     t = load_task(name)
     if as_json:
-        click.echo(json.dumps(t.to_dict(), indent=2))
+        echo(json.dumps(t.to_dict(), indent=2))
         return
-    click.echo(f"{t.name} ({t.kind}): {t.summary}")
-    click.echo(f"folder: {t.dir}")
+    echo(f"{t.name} ({t.kind}): {t.summary}")
+    echo(f"folder: {t.dir}")
     if t.kind == "solve":
-        click.echo(f"entry: {t.entry}(...)   time limit: {t.per_call_s:g} s per call   "
+        echo(f"entry: {t.entry}(...)   time limit: {t.per_call_s:g} s per call   "
                    f"memory: {t.memory_mb} MB")
-        click.echo(f"instances: val {t.n_val} (seeds {t.seed_bases['val']}+i), "
+        echo(f"instances: val {t.n_val} (seeds {t.seed_bases['val']}+i), "
                    f"test {t.n_test} (seeds {t.seed_bases['test']}+i)")
-    click.echo(f"budgets per improver run: utility {t.utility_budget} calls, language model "
+    echo(f"budgets per improver run: utility {t.utility_budget} calls, language model "
                f"{t.lm_budget} calls x {t.max_responses_per_call} responses")
     for k, v in t.settings.items():
-        click.echo(f"setting {k}: {v}")
-    click.echo("\n--- description shown to the model ---")
-    click.echo(t.description)
+        echo(f"setting {k}: {v}")
+    echo("\n--- description shown to the model ---")
+    echo(t.description)
 
 
 @click.command("score")
@@ -92,7 +93,7 @@ def score_cmd(task_name: str, solution: str, split: str, as_json: bool, backend:
     source = _read_solution(task, solution)
     recorder = NullRecorder()
     n = task.n_instances(split) if task.kind == "solve" else task.settings.get("n_tests", "?")
-    click.echo(f"scoring {solution} on {task.name}/{split} ({n} instances, {backend} sandbox)...",
+    echo(f"scoring {solution} on {task.name}/{split} ({n} instances, {backend} sandbox)...",
                err=True)
     sandbox = open_sandbox(backend)
     model = None
@@ -110,7 +111,7 @@ def score_cmd(task_name: str, solution: str, split: str, as_json: bool, backend:
             model.close()
         sandbox.close()
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        echo(json.dumps(report.to_dict(), indent=2, default=str))
         return
     _print_report(report)
 
@@ -146,17 +147,17 @@ def _status(message: str) -> Any:
 def _print_report(report: Any) -> None:
     counts = report.counts()
     machine = report.machine
-    click.echo(f"task      {report.task}")
-    click.echo(f"split     {report.split} ({len(report.outcomes)} instances)")
-    click.echo(f"score     {report.score:.4f}")
-    click.echo("outcomes  " + "  ".join(f"{k} {v}" for k, v in counts.items()))
-    click.echo(f"time      {report.wall_s:.2f} s ({report.backend} sandbox, exec status "
+    echo(f"task      {report.task}")
+    echo(f"split     {report.split} ({len(report.outcomes)} instances)")
+    echo(f"score     {report.score:.4f}")
+    echo("outcomes  " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+    echo(f"time      {report.wall_s:.2f} s ({report.backend} sandbox, exec status "
                f"{report.exec_status}; {machine.get('cpu_model')} x {machine.get('cpu_count')}, "
                f"{machine.get('platform')})")
     if not report.findings:
-        click.echo("findings  none")
+        echo("findings  none")
         return
-    click.echo(f"findings  {len(report.findings)}")
+    echo(f"findings  {len(report.findings)}")
     for f in report.findings:
         where = f" line {f.line}" if f.line else ""
-        click.echo(f"  [{f.severity}] {f.rule} ({f.layer}, {f.action}){where}: {f.attempted}")
+        echo(f"  [{f.severity}] {f.rule} ({f.layer}, {f.action}){where}: {f.attempted}")
