@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stop.sandbox.jobs import SolveJob
 from stop.sandbox.records import AuditFinding, ExecLimits, source_hash
 from stop.tasks.checks import OutputRejected
 from stop.tasks.loader import Instance, Task, TaskError, instances
@@ -110,8 +111,8 @@ def score_solution(task: Task, source: str, *, split: str = "val", sandbox: Any,
     if not isinstance(source, str):
         raise TaskError(f"a solution must be source text, got {type(source).__name__}")
     insts = instances(task, split)
-    job = {"kind": "solve", "source": source, "entry": task.entry,
-           "calls": [inst.args for inst in insts], "per_call_s": task.per_call_s}
+    job = SolveJob(source, [inst.args for inst in insts], entry=task.entry,
+                   per_call_s=task.per_call_s)
     started = time.monotonic()
     result = sandbox.execute(job, limits=exec_limits(task, len(insts)), role="solution",
                              recorder=recorder)
@@ -181,10 +182,13 @@ def grade_call(task: Task, i: int, inst: Instance,
         return InstanceOutcome(i, "invalid", 0.0, _clip(f"wrong-type: {rej}"), elapsed), rej
     try:
         graded = scorer.score(checked, inst)
-    except Exception as e:
+        score, status = graded if isinstance(graded, tuple) else (graded, None)
+        score = float(score)
+        if score != score:  # NaN
+            raise ValueError("score() returned NaN")
+    except Exception as e:  # the task's scorer failed: that instance scores 0, the run goes on
         return InstanceOutcome(i, "error", 0.0, _clip(f"scorer failed: {type(e).__name__}: {e}"), elapsed), None
-    score, status = graded if isinstance(graded, tuple) else (graded, None)
-    score = min(1.0, max(0.0, float(score)))
+    score = min(1.0, max(0.0, score))
     status = status or ("ok" if score > 0 else "wrong")
     return InstanceOutcome(i, status, score, "", elapsed), None
 
