@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from stop.core.config import RunConfig
@@ -342,7 +343,7 @@ def compare_replay(original: Any, replayed: Any,
 def new_run(cfg: RunConfig, store: RunStore | None = None) -> Run:
     load_task(cfg.task)
     load_task(cfg.seed_improver)
-    return (store or RunStore()).create(cfg.to_dict(), label=cfg.task)
+    return (store or RunStore()).create(cfg.to_dict(), label=Path(cfg.task).name)
 
 
 def run_config(run: Run) -> RunConfig:

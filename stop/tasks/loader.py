@@ -125,6 +125,8 @@ def load_task(name: str) -> Task:
         return load_task_dir(candidate)
     d = tasks_dir() / name
     if not d.is_dir() or name.startswith((".", "_")) or "/" in name:
+    if not (d / "task.toml").is_file() and (candidate / "task.toml").is_file():
+        return load_task_dir(candidate)  # a task folder given without ./
         known = ", ".join(t.name for t in list_tasks()) or "none"
         raise TaskError(f"unknown task {name!r} (known: {known}); `stop tasks` lists them")
     return load_task_dir(d)
@@ -287,7 +289,11 @@ def _instances(scorer_path: str, mtime_ns: int, base: int, n: int) -> tuple[Inst
     generate = _import_scorer(scorer_path, mtime_ns).generate
     out = []
     for i in range(n):
-        inst = generate(random.Random(base + i), np.random.RandomState(base + i))
+        try:
+            inst = generate(random.Random(base + i), np.random.RandomState(base + i))
+        except Exception as e:  # the task's own code: its bug is one line, not a traceback
+            raise TaskError(f"{scorer_path}: generate() failed on instance {i}: "
+                            f"{type(e).__name__}: {e}") from None
         if not isinstance(inst, Instance) or not isinstance(inst.args, list):
             raise TaskError(f"{scorer_path}: generate() must return stop.tasks.Instance(args=[...])")
         out.append(inst)
