@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from stop.cli.safe import visible
 from stop.core.config import RunConfig
+from stop.runs.summary import Usage
 
 
 def round_call_budget(cfg: RunConfig) -> int:
@@ -28,9 +29,8 @@ class Progress:
         self.cfg, self.run_id = cfg, run_id
         self.round = 0
         self.phase = "starting"
-        self.calls = self.cached = self.round_calls = 0
-        self.tokens = 0
-        self.cost = 0.0
+        self.round_calls = 0
+        self.usage = Usage()
         self.best_val: float | None = None
         self.best_test: float | None = None
         self.findings = 0
@@ -50,13 +50,8 @@ class Progress:
                 self.round, self.round_calls = e["round"], 0
                 return None
             if kind == "model_call":
-                if e.get("cached"):
-                    self.cached += 1
-                else:
-                    self.calls += 1
-                    self.round_calls += 1
-                    self.tokens += int(e.get("prompt_tokens", 0)) + int(e.get("completion_tokens", 0))
-                    self.cost += float(e.get("cost_usd", 0.0))
+                self.usage.add(e)
+                self.round_calls += 0 if e.get("cached") else 1
                 return None
             if kind == "sandbox_exec":
                 self.sandbox_runs += 1
@@ -92,9 +87,10 @@ class Progress:
                 ("run", self.run_id),
                 ("round", f"{self.round}/{self.cfg.rounds}  {self.phase}"),
                 ("model calls", f"{self.round_calls}/{round_call_budget(self.cfg)} this round, "
-                                f"{self.calls} in all ({self.cached} served from the log/cache)"),
-                ("tokens", f"{self.tokens:,}"),
-                ("cost", f"${self.cost:.4f}"),
+                                f"{self.usage.calls} in all ({self.usage.cached} served from "
+                                f"the log/cache)"),
+                ("tokens", f"{self.usage.tokens:,}"),
+                ("cost", f"${self.usage.cost_usd:.4f}"),
                 ("sandbox runs", str(self.sandbox_runs)),
                 ("best meta-utility", best),
                 ("findings", str(self.findings)),

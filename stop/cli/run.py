@@ -17,13 +17,15 @@ import click
 from stop.cli.display import Display
 from stop.cli.safe import echo
 from stop.core.config import PROFILES, ConfigError, RunConfig, profile_table
-from stop.core.loop import compare_replay, execute, finished_rounds, new_run, run_config, summarize
+from stop.core.loop import execute, new_run, run_config
 from stop.errors import StopError
 from stop.models import resolve_model
 from stop.models.base import ModelError
 from stop.models.replay import ReplayModel
 from stop.paths import tasks_dir
-from stop.runs.store import RunStore, StoreError, write_atomic
+from stop.runs.replay import compare_replay, recorded_replies
+from stop.runs.store import RunStore, StoreError
+from stop.runs.summary import finished_rounds, summarize
 from stop.sandbox import open_sandbox
 from stop.tasks.loader import TaskError, load_task
 
@@ -130,7 +132,7 @@ def cmd_run(task: str | None, rounds: int | None, model: str | None, api_base: s
         if max(done, default=0) >= cfg.rounds and summarize(run)["status"] == "finished":
             raise StopError(f"run {run.id} already finished its {cfg.rounds} rounds; pass --rounds N "
                             f"to continue it")
-        write_atomic(run.config_path, cfg.to_json() + "\n")
+        run.write_config(cfg.to_dict())
         echo(f"resuming run {run.id} after round {max(done, default=0)}", err=True)
     else:
         base, seed_improver = _resolve_task(task)
@@ -293,8 +295,7 @@ def cmd_replay(ref: str, tolerance: float, keep: bool, quiet: bool) -> None:
     if summarize(original)["status"] != "finished":
         raise StopError(f"run {original.id} is not finished; only a finished run can be replayed")
     cfg = run_config(original)
-    recorded = {e["key"]: e for e in original.events("model_call") if e.get("key") and "texts" in e}
-    model = ReplayModel(original.id, recorded)
+    model = ReplayModel(original.id, recorded_replies(original))
     with tempfile.TemporaryDirectory(prefix="stop-replay-") as tmp:
         store = RunStore() if keep else RunStore(tmp)
         replayed = store.create({**cfg.to_dict()}, label=f"replay-{original.id}")

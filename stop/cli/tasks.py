@@ -13,7 +13,7 @@ from stop.cli.safe import echo
 from stop.core.improver import score_meta
 from stop.errors import StopError
 from stop.models import resolve_model
-from stop.runs.store import NullRecorder
+from stop.runs.recorders import NullRecorder
 from stop.sandbox import open_sandbox
 from stop.tasks.loader import load_task, scan_tasks
 from stop.tasks.scoring import score_solution

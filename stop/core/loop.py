@@ -28,7 +28,11 @@ from stop.core.improver import (
 from stop.core.stats import improvement_test
 from stop.errors import StopError
 from stop.models.gateway import Gateway, LanguageModel
+from stop.runs.events import SCHEMA_VERSION
+from stop.runs.recorders import EventTee, logged_identities
+from stop.runs.replay import recorded_replies
 from stop.runs.store import Run, RunStore
+from stop.runs.summary import finished_rounds, usage, write_summary
 from stop.sandbox.records import ExecLimits, source_hash
 from stop.tasks.loader import load_task
 
@@ -49,29 +53,9 @@ def self_improvement(r: Rounds, incumbent: str, rounds: range) -> str:
     return incumbent
 
 
-class EventTee:
-    """A recorder that writes to the run's log and shows each event to a listener.
-
-    Model calls already in the log (served again from it on resume) are shown, not rewritten.
-    """
-
-    def __init__(self, inner: Any, listener: Any = None, logged_keys: set[str] | None = None) -> None:
-        self.inner, self.listener = inner, listener
-        self.logged_keys = logged_keys if logged_keys is not None else set()
-
-    def bind(self, **context: Any) -> EventTee:
-        return EventTee(self.inner.bind(**context), self.listener, self.logged_keys)
-
-    def record(self, type: str, **fields: Any) -> None:
-        if not (type == "model_call" and fields.get("key") in self.logged_keys):
-            self.inner.record(type, **fields)
-        if self.listener is not None:
-            self.listener({"type": type, **getattr(self.inner, "context", {}), **fields})
-
-    def finding(self, finding: Any) -> None:
-        self.inner.finding(finding)
-        if self.listener is not None:
-            self.listener({"type": "audit_finding", "finding": finding.to_dict()})
+# The events a resumed run reuses: results to serve again, and once-only results not to log twice.
+RESUMED = ("utility_call", "improver_test", "evaluation", "model_call", "round_start",
+           "improver_run")
 
 
 class Rounds:
@@ -81,13 +65,13 @@ class Rounds:
                  listener: Any = None, pin: list[dict] | None = None) -> None:
         self.run, self.cfg, self.model, self.sandbox = run, cfg, model, sandbox
         self.listener = listener or (lambda event: None)
-        events = run.events()
+        # One pass over the log, keeping only what a resume reuses (the log can be large).
+        events = list(run.iter_events(RESUMED))
         self.memo = Memo(events) if pin is None else Memo(pin, pinned=True)
         self.evaluations = {(e["round"], e["who"], e["split"], e["candidate_hash"]): e
-                            for e in events if e.get("type") == "evaluation"}
-        calls = [e for e in events if e.get("type") == "model_call" and e.get("key")]
-        self.recorded = {e["key"]: e for e in calls if "texts" in e}
-        self.log = EventTee(run.recorder(), self.listener, set(self.recorded))
+                            for e in events if e["type"] == "evaluation"}
+        self.recorded = recorded_replies(events)
+        self.log = EventTee(run.recorder(), self.listener, logged_identities(events))
         # A replay model brings another run's calls: served like this run's own, but logged.
         self.recorded = {**getattr(model, "recorded", {}), **self.recorded}
         self.base = load_task(cfg.task)
@@ -102,7 +86,7 @@ class Rounds:
         self.incumbent_scores = MetaScores()
         self.round_log: Any = self.log
         self.started: dict[int, float] = {}
-        self.begun = {e["round"] for e in events if e.get("type") == "round_start"}
+        self.begun = {e["round"] for e in events if e["type"] == "round_start"}
 
     def save_candidate(self, source: str) -> None:
         self.run.write_candidate(source)
@@ -179,33 +163,28 @@ class Rounds:
 
     def end(self, t: int, incumbent: str, candidate: str, adopted: bool, reason: str,
             old: MetaScores, new: MetaScores) -> None:
-        events = [e for e in self.run.events() if e.get("round") == t]
-        calls = [e for e in events if e.get("type") == "model_call"]
-        fresh = [e for e in calls if not e.get("cached")]
+        events = [e for e in self.run.iter_events(("model_call", "audit_finding", "round_start"))
+                  if e.get("round") == t]
+        used = usage(events)
         self.run.write_improver(t, incumbent)
         self.log.record(
             "round_end", round=t, adopted=adopted, reason=reason,
             incumbent_hash=self.incumbent_hash, candidate_hash=source_hash(candidate),
             kept_hash=source_hash(incumbent),
             incumbent=_scores(old), candidate=_scores(new),
-            model_calls=len(fresh), cached_calls=len(calls) - len(fresh),
-            tokens=sum(e.get("prompt_tokens", 0) + e.get("completion_tokens", 0) for e in fresh),
-            cost_usd=round(sum(e.get("cost_usd", 0.0) for e in fresh), 6),
+            model_calls=used.calls, cached_calls=used.cached, tokens=used.tokens,
+            cost_usd=round(used.cost_usd, 6),
             wall_s=round(time.time() - self.first_start(t, events), 3),
-            findings=sum(1 for e in events if e.get("type") == "audit_finding"))
-        self.run.write_json("summary.json", summarize(self.run))
+            findings=sum(1 for e in events if e["type"] == "audit_finding"))
+        write_summary(self.run)
 
     def first_start(self, t: int, events: list[dict]) -> float:
-        starts = [e["ts"] for e in events if e.get("type") == "round_start"]
+        starts = [e["ts"] for e in events if e["type"] == "round_start"]
         return min(starts) if starts else self.started.get(t, time.time())
 
 
 def _scores(s: MetaScores) -> dict[str, Any]:
     return {"val": s.val_mean, "test": s.test_mean, "val_scores": s.val, "test_scores": s.test}
-
-
-def finished_rounds(run: Run) -> list[int]:
-    return sorted({e["round"] for e in run.events("round_end")})
 
 
 def execute(run: Run, cfg: RunConfig, *, model: Any, sandbox: Any, listener: Any = None,
@@ -220,124 +199,24 @@ def execute(run: Run, cfg: RunConfig, *, model: Any, sandbox: Any, listener: Any
     last = max(done, default=0)
     incumbent = run.read_improver(last)
     rounds = Rounds(run, cfg, model=model, sandbox=sandbox, listener=listener, pin=pin)
-    if done or run.events("run_start"):
+    if done or next(run.iter_events("run_start"), None) is not None:
         rounds.log.record("run_resume", finished_rounds=done, pid=os.getpid())
     else:
-        rounds.log.record("run_start", config=cfg.to_dict(), pid=os.getpid())
+        rounds.log.record("run_start", config=cfg.to_dict(), pid=os.getpid(),
+                          schema_version=SCHEMA_VERSION)
     try:
         incumbent = self_improvement(rounds, incumbent, range(last + 1, cfg.rounds + 1))
     except KeyboardInterrupt:
         rounds.log.record("run_end", status="interrupted")
-        run.write_json("summary.json", summarize(run))
+        write_summary(run)
         raise
     except BaseException as e:
         rounds.log.record("run_end", status="failed", error=f"{type(e).__name__}: {e}"[:500])
-        run.write_json("summary.json", summarize(run))
+        write_summary(run)
         raise
     rounds.log.record("run_end", status="finished")
-    run.write_json("summary.json", summarize(run))
+    write_summary(run)
     return incumbent
-
-
-def summarize(run: Run) -> dict[str, Any]:
-    """What `stop runs` and `stop show` print, rebuilt from the log (works for killed runs too)."""
-    cfg = run.config()
-    events = run.events()
-    ends = {e["round"]: e for e in events if e.get("type") == "round_end"}
-    run_end = [e for e in events if e.get("type") == "run_end"]
-    starts = [e["ts"] for e in events if "ts" in e]
-    calls = [e for e in events if e.get("type") == "model_call" and not e.get("cached")]
-    rows = []
-    best: dict[str, Any] = {"val": None, "test": None, "round": None}
-    for t in sorted(ends):
-        e = ends[t]
-        kept = e["candidate"] if e["adopted"] else e["incumbent"]
-        rows.append({k: e.get(k) for k in ("round", "adopted", "reason", "incumbent_hash",
-                                           "candidate_hash", "kept_hash", "incumbent", "candidate",
-                                           "model_calls", "cached_calls", "tokens", "cost_usd",
-                                           "wall_s", "findings")})
-        if best["val"] is None or kept["val"] > best["val"]:
-            best = {"val": kept["val"], "test": kept["test"], "round": t}
-    status = run_status(events)
-    return {
-        "id": run.id, "task": cfg.get("task"), "model": cfg.get("model") or "embedded",
-        "profile": cfg.get("profile"), "rounds": cfg.get("rounds"), "rounds_done": len(ends),
-        "status": status, "error": run_end[-1].get("error") if run_end else None,
-        "best": best, "round_table": rows,
-        "model_calls": len(calls),
-        "tokens": sum(e.get("prompt_tokens", 0) + e.get("completion_tokens", 0) for e in calls),
-        "cost_usd": round(sum(e.get("cost_usd", 0.0) for e in calls), 6),
-        "findings": sum(1 for e in events if e.get("type") == "audit_finding"),
-        "started": min(starts) if starts else None,
-        "duration_s": round(max(starts) - min(starts), 3) if starts else None,
-    }
-
-
-def run_status(events: list[dict]) -> str:
-    """finished | interrupted | failed from the last run_end; otherwise running while the
-    process that started or resumed the run is alive, killed when it is gone."""
-    status = "created"
-    pid = None
-    for e in events:
-        if e.get("type") in ("run_start", "run_resume"):
-            status, pid = "running", e.get("pid")
-        elif e.get("type") == "run_end":
-            status, pid = e.get("status", "failed"), None
-    if status == "running" and not _alive(pid):
-        status = "killed"
-    return status
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def compare_replay(original: Any, replayed: Any,
-                 tolerance: float) -> tuple[int, int, list[str]]:
-    """(scores compared, scores identical, differences) between a run and its replay."""
-    def scores(run: Any) -> dict[tuple, float]:
-        out: dict[tuple, float] = {}
-        for e in run.events():
-            if e.get("type") == "evaluation":
-                for i, v in enumerate(e["scores"]):
-                    out[("evaluation", e["round"], e["who"], e["split"],
-                         e["candidate_hash"], i)] = v
-            elif e.get("type") == "improver_test":
-                out[("improver_test", e["scope"], "val")] = e["val"]
-                out[("improver_test", e["scope"], "test")] = e["test"]
-            elif e.get("type") == "utility_call":
-                out[("utility", e["scope"], e["solution_hash"], e["occurrence"])] = e["value"]
-        return out
-
-    diffs: list[str] = []
-    a, b = scores(original), scores(replayed)
-    same = 0
-    for key in sorted(set(a) | set(b), key=str):
-        name = " ".join(map(str, key))
-        if key not in b:
-            diffs.append(f"{name}: recorded {a[key]:.4f}, not reproduced")
-        elif key not in a:
-            diffs.append(f"{name}: new in the replay ({b[key]:.4f})")
-        elif a[key] == b[key]:
-            same += 1
-        elif abs(a[key] - b[key]) > tolerance:
-            diffs.append(f"{name}: recorded {a[key]:.4f}, replay {b[key]:.4f}")
-    ends_a = {e["round"]: e for e in original.events("round_end")}
-    ends_b = {e["round"]: e for e in replayed.events("round_end")}
-    for t in sorted(set(ends_a) | set(ends_b)):
-        ea, eb = ends_a.get(t, {}), ends_b.get(t, {})
-        for k in ("adopted", "candidate_hash", "kept_hash"):
-            if ea.get(k) != eb.get(k):
-                diffs.append(f"round {t} {k}: recorded {ea.get(k)}, replay {eb.get(k)}")
-    return len(a), same, diffs
 
 
 def new_run(cfg: RunConfig, store: RunStore | None = None) -> Run:

@@ -28,6 +28,7 @@ from stop.core.stats import mean_ci
 from stop.errors import StopError
 from stop.models import resolve_model
 from stop.models.gateway import Gateway, LanguageModel
+from stop.runs.replay import recorded_replies
 from stop.runs.store import Run
 from stop.sandbox import open_sandbox
 from stop.sandbox.records import ExecLimits, source_hash
@@ -347,8 +348,7 @@ def _execute(run: Run, specs: list[TrialSpec], *, config: dict[str, Any], model:
             sandbox = open_sandbox(str(config.get("sandbox", "docker")))
         # Replies already logged by an interrupted trial are served again from the log, so a
         # resumed trial asks the model nothing it has answered before.
-        recorded = {e["key"]: e for e in run.events("model_call")
-                    if e.get("phase") == "transfer" and e.get("key") and "texts" in e}
+        recorded = recorded_replies(run, phase="transfer")
         gateway = Gateway(model, recorder=recorder, recorded=recorded)
         host = Host(sandbox=sandbox, gateway=gateway, recorder=recorder, jobs=jobs,
                     memo=Memo(run.events()))

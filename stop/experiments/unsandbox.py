@@ -31,6 +31,7 @@ from stop.errors import StopError
 from stop.experiments.prompt import WARNING, extract_code, sandbox_task_texts, seed_prompt
 from stop.models import resolve_model
 from stop.models.gateway import Gateway, LanguageModel
+from stop.runs.replay import recorded_replies
 from stop.runs.store import Run, RunStore
 from stop.sandbox import ServiceError, open_sandbox
 from stop.sandbox.records import AuditFinding, ExecLimits, source_hash
@@ -283,7 +284,7 @@ def run_unsandbox(cfg: UnsandboxConfig, *, store: RunStore | None = None,
         return run
     own_model = model is None
     own_sandbox = sandbox is None and cfg.execute
-    recorded = {e["key"]: e for e in run.events("model_call") if e.get("key") and "texts" in e}
+    recorded = recorded_replies(run)
     try:
         if own_model:
 

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from stop.errors import StopError
+from stop.fsutil import write_atomic
 from stop.models.base import Model, ModelError, ModelReply, ModelRequest
 from stop.models.replay import ReplayModel
 from stop.models.scripted import ScriptedModel
 from stop.paths import cache_dir as default_cache_dir
-from stop.runs.store import Recorder, write_atomic
+from stop.runs.recorders import Recorder
 
 
 class BudgetExceeded(StopError):

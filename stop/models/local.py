@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stop.errors import StopError
+from stop.fsutil import pid_alive
 from stop.models.base import ModelReply, ModelRequest
 from stop.models.litellm_model import LiteLLMModel
 from stop.paths import cache_dir
@@ -272,14 +273,6 @@ def stats_path(which: str = "embedded") -> Path:
     return cache_dir() / "models" / f"last_use-{which}.json"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
 def _rss_mb(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -309,7 +302,7 @@ def running_servers() -> list[dict]:
             info = json.loads(f.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if _alive(int(info.get("pid", 0))):
+        if pid_alive(info.get("pid")):
             info["rss_mb"] = _rss_mb(int(info["pid"]))
             out.append(info)
         else:

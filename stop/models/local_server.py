@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from stop.runs.store import write_atomic
+from stop.fsutil import write_atomic
 
 MAX_SEQS = 8
 

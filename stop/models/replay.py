@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stop.models.base import ModelError, ModelReply, ModelRequest
+from stop.runs.replay import recorded_replies as logged_replies
 from stop.runs.store import RunStore
 
 
@@ -28,5 +29,4 @@ def recorded_replies(run_ref: str) -> tuple[str, dict[str, dict]]:
     """(run id, {key: model_call event}) of a stored run, for replay and resume."""
 
     run = RunStore().open(run_ref)
-    events = {e["key"]: e for e in run.events("model_call") if e.get("key") and "texts" in e}
-    return run.id, events
+    return run.id, logged_replies(run)

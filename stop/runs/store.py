@@ -1,9 +1,10 @@
-"""Runs on disk: runs/<id>/ with config.json, an append-only events.jsonl, improver sources.
+"""Runs on disk: runs/<id>/ with config.json, an append-only events.jsonl (`stop.runs.log`),
+improver sources and candidates.
 
-Crash safety: every event is one JSON line, written with a single write() and flushed and
-fsynced before append() returns. A process killed mid-write leaves at most one torn last line;
-readers skip it (and report it) and the next writer truncates it away before appending, so the
-history never holds a broken record and nothing already written is lost.
+Damage: a complete log line that is not a JSON object of a known shape (see
+`stop.runs.events`), or a config.json that is not a JSON object, makes that run unreadable
+with one line naming the file; other runs are not affected. Every write is atomic (temp file
+and rename), and a failed write is one line naming the file.
 """
 
 from __future__ import annotations
@@ -12,139 +13,47 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+import weakref
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from stop.errors import StopError
+from stop.fsutil import write_atomic
 from stop.paths import runs_dir
+from stop.runs.events import SCHEMA_VERSION, VERSION_FIELD, check_version
+from stop.runs.log import LOG_NAME, EventLog, StoreError, json_default
+from stop.runs.recorders import NullRecorder, Recorder, RunRecorder
 from stop.sandbox.records import AuditFinding, source_hash
 
+# EventLog, the recorders and write_atomic live in stop.runs.log, stop.runs.recorders and
+# stop.fsutil; their names stay importable from here while callers move.
+__all__ = ["EventLog", "NullRecorder", "Recorder", "Run", "RunRecorder", "RunStore", "StoreError",
+           "write_atomic"]
 
-class StoreError(StopError):
-    """A run could not be found or read; the message names the fix."""
-
-
-class EventLog:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._seq: int | None = None
-
-    def _repair_tail(self) -> None:
-        """Cut a torn last line left by a killed writer, so appends start on a clean line."""
-        if not self.path.exists():
-            return
-        with open(self.path, "rb+") as f:
-            data = f.read()
-            if not data or data.endswith(b"\n"):
-                return
-            cut = data.rfind(b"\n") + 1
-            f.truncate(cut)
-
-    def append(self, event: dict[str, Any]) -> dict[str, Any]:
-        with self._lock:
-            if self._seq is None:
-                self._repair_tail()
-                self._seq = sum(1 for _ in self.read())
-            record = {"seq": self._seq, "ts": round(time.time(), 3), **event}
-            line = json.dumps(record, default=_json_default, separators=(",", ":")) + "\n"
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, line.encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._seq += 1
-            return record
-
-    def read(self) -> Iterator[dict[str, Any]]:
-        """All complete events in order; a torn last line is skipped."""
-        if not self.path.exists():
-            return
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
-                if not line.endswith("\n"):
-                    return
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-
-    def torn_tail(self) -> bool:
-        if not self.path.exists():
-            return False
-        with open(self.path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() == 0:
-                return False
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) != b"\n"
+CONFIG_NAME = "config.json"
 
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, set | frozenset):
-        return sorted(obj)
-    return repr(obj)
+# One EventLog per log file in this process, however many Run objects point at it.
+_LOGS: weakref.WeakValueDictionary[str, EventLog] = weakref.WeakValueDictionary()
+_LOGS_LOCK = threading.Lock()
 
 
-class Recorder(Protocol):
-    """Where host-side components report events (model calls, sandbox runs, findings)."""
-
-    def record(self, type: str, **fields: Any) -> None: ...
-
-    def finding(self, finding: AuditFinding) -> None: ...
-
-
-class NullRecorder:
-    """Records nothing; for one-off commands that keep no run."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.findings: list[AuditFinding] = []
-
-    def record(self, type: str, **fields: Any) -> None:
-        self.events.append({"type": type, **fields})
-
-    def finding(self, finding: AuditFinding) -> None:
-        self.findings.append(finding)
-
-    def bind(self, **context: Any) -> NullRecorder:
-        return self
-
-
-class RunRecorder:
-    """Writes events into a run's log, stamping each with the bound context (round, phase...)."""
-
-    def __init__(self, log: EventLog, run_id: str, context: dict[str, Any] | None = None) -> None:
-        self.log = log
-        self.run_id = run_id
-        self.context = dict(context or {})
-
-    def bind(self, **context: Any) -> RunRecorder:
-        return RunRecorder(self.log, self.run_id, {**self.context, **context})
-
-    def record(self, type: str, **fields: Any) -> None:
-        self.log.append({"type": type, **self.context, **fields})
-
-    def finding(self, finding: AuditFinding) -> None:
-        finding.run_id = finding.run_id or self.run_id
-        if finding.round is None and "round" in self.context:
-            finding.round = self.context["round"]
-        self.record("audit_finding", finding=finding.to_dict())
+def _shared_log(path: Path) -> EventLog:
+    key = os.path.abspath(path)
+    with _LOGS_LOCK:
+        log = _LOGS.get(key)
+        if log is None:
+            log = _LOGS[key] = EventLog(path)
+        return log
 
 
 @dataclass
 class Run:
     dir: Path
+    _log: EventLog | None = field(default=None, init=False, repr=False, compare=False)
+    # Set when config.json was missing and the config was read from the log's run_start.
+    config_rebuilt: bool = field(default=False, init=False, repr=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -152,40 +61,82 @@ class Run:
 
     @property
     def log(self) -> EventLog:
-        return EventLog(self.dir / "events.jsonl")
+        if self._log is None:
+            self._log = _shared_log(self.dir / LOG_NAME)
+        return self._log
 
     @property
     def config_path(self) -> Path:
-        return self.dir / "config.json"
+        return self.dir / CONFIG_NAME
 
     def config(self) -> dict[str, Any]:
+        """The run's settings (without the schema version); rebuilt from the log's run_start
+        when config.json is gone."""
         try:
-            return json.loads(self.config_path.read_text())
+            text = self.config_path.read_bytes().decode("utf-8")
         except FileNotFoundError:
-            raise StoreError(f"run {self.id}: config.json is missing") from None
+            return self._config_from_log()
+        except UnicodeDecodeError:
+            raise StoreError(f"run {self.id}: config.json is corrupt (not UTF-8 text)") from None
+        except OSError as e:
+            raise StoreError(f"run {self.id}: cannot read config.json ({e.strerror or e})") from None
+        try:
+            data = json.loads(text)
         except json.JSONDecodeError as e:
             raise StoreError(f"run {self.id}: config.json is corrupt ({e.msg} at line {e.lineno})") from None
+        except (ValueError, RecursionError):
+            raise StoreError(f"run {self.id}: config.json is corrupt") from None
+        if not isinstance(data, dict):
+            raise StoreError(f"run {self.id}: config.json is corrupt (a JSON {type(data).__name__}, "
+                             f"not an object)")
+        check_version(data.pop(VERSION_FIELD, None), f"run {self.id}")
+        self.config_rebuilt = False
+        return data
+
+    def _config_from_log(self) -> dict[str, Any]:
+        for e in self.log.read():
+            if e.get("type") == "run_start":
+                check_version(e.get(VERSION_FIELD), f"run {self.id}")
+                self.config_rebuilt = True
+                return dict(e["config"])
+        raise StoreError(f"run {self.id}: config.json is missing and its log holds no run_start "
+                         f"to rebuild it from")
+
+    def write_config(self, config: dict[str, Any]) -> Path:
+        """config.json, stamped with the schema version (written atomically)."""
+        data = {**config, VERSION_FIELD: SCHEMA_VERSION}
+        return self._write(self.config_path, json.dumps(data, indent=2, default=json_default) + "\n")
 
     def events(self, type: str | None = None) -> list[dict[str, Any]]:
-        return [e for e in self.log.read() if type is None or e.get("type") == type]
+        return list(self.iter_events(type))
+
+    def iter_events(self, types: str | Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Events in order, streamed from the log (of the given type or types)."""
+        wanted = {types} if isinstance(types, str) else (set(types) if types is not None else None)
+        for e in self.log.read():
+            if wanted is None or e["type"] in wanted:
+                yield e
 
     def recorder(self, **context: Any) -> RunRecorder:
         return RunRecorder(self.log, self.id, context)
 
     def findings(self) -> list[AuditFinding]:
-        return [AuditFinding.from_dict(e["finding"]) for e in self.events("audit_finding")]
+        return [AuditFinding.from_dict(e["finding"]) for e in self.iter_events("audit_finding")]
 
     def improver_path(self, round: int) -> Path:
         return self.dir / "improvers" / f"round_{round:03d}.py"
 
     def write_improver(self, round: int, source: str) -> Path:
-        return write_atomic(self.improver_path(round), source)
+        return self._write(self.improver_path(round), source)
 
     def read_improver(self, round: int) -> str:
         p = self.improver_path(round)
         if not p.exists():
             raise StoreError(f"run {self.id} has no improver for round {round}")
-        return p.read_text()
+        try:
+            return p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise StoreError(f"run {self.id}: cannot read {p.name} ({e})") from None
 
     def candidate_path(self, candidate_hash: str) -> Path:
         return self.dir / "candidates" / f"{candidate_hash}.py"
@@ -195,32 +146,33 @@ class Run:
         digest = source_hash(source)
         path = self.candidate_path(digest)
         if not path.exists():
-            write_atomic(path, source)
+            self._write(path, source)
         return digest
 
     def write_json(self, name: str, data: Any) -> Path:
-        return write_atomic(self.dir / name, json.dumps(data, indent=2, default=_json_default) + "\n")
+        return self._write(self.dir / name, json.dumps(data, indent=2, default=json_default) + "\n")
 
     def read_json(self, name: str, default: Any = None) -> Any:
         p = self.dir / name
         if not p.exists():
             return default
         try:
-            return json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise StoreError(f"run {self.id}: {name} is corrupt ({e.msg})") from None
+            return json.loads(p.read_bytes().decode("utf-8"))
+        except (ValueError, RecursionError) as e:
+            raise StoreError(f"run {self.id}: {name} is corrupt ({getattr(e, 'msg', e)})") from None
+        except OSError as e:
+            raise StoreError(f"run {self.id}: cannot read {name} ({e.strerror or e})") from None
+
+    def _write(self, path: Path, text: str) -> Path:
+        try:
+            return write_atomic(path, text)
+        except OSError as e:
+            raise StoreError(f"run {self.id}: cannot write {path.relative_to(self.dir)} "
+                             f"({e.strerror or e})") from None
 
 
-def write_atomic(path: Path, text: str) -> Path:
-    """Write via a temp file and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+def _is_run(p: Path) -> bool:
+    return p.is_dir() and ((p / CONFIG_NAME).exists() or (p / LOG_NAME).exists())
 
 
 class RunStore:
@@ -230,31 +182,57 @@ class RunStore:
     def create(self, config: dict[str, Any], label: str = "") -> Run:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         base = f"{stamp}-{label}" if label else stamp
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._check_root()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the runs folder {self.root} ({e.strerror or e}); "
+                             f"set STOP_RUNS_DIR to a writable folder") from None
         for i in range(1000):
             name = base if i == 0 else f"{base}-{i}"
             try:
                 (self.root / name).mkdir()
             except FileExistsError:
                 continue
+            except OSError as e:
+                raise StoreError(f"cannot create a run folder under {self.root} "
+                                 f"({e.strerror or e}); set STOP_RUNS_DIR to a writable folder") from None
             run = Run(self.root / name)
-            write_atomic(run.config_path, json.dumps(config, indent=2, default=_json_default) + "\n")
+            try:
+                run.write_config(config)
+            except StoreError:
+                _remove_empty(run.dir)
+                raise
             return run
         raise StoreError(f"could not allocate a run folder under {self.root}")
 
+    def _check_root(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"the runs folder {self.root} is not a folder; set STOP_RUNS_DIR to "
+                             f"a folder")
+
     def list(self) -> list[Run]:
+        self._check_root()
         if not self.root.exists():
             return []
-        runs = [Run(p) for p in self.root.iterdir() if p.is_dir() and (p / "config.json").exists()]
+        try:
+            runs = [Run(p) for p in self.root.iterdir() if _is_run(p)]
+        except OSError as e:
+            raise StoreError(f"cannot list the runs folder {self.root} ({e.strerror or e})") from None
         return sorted(runs, key=lambda r: r.id)
 
     def open(self, ref: str) -> Run:
-        """A run by exact id, unique prefix, or `latest`."""
+        """A run by exact id, unique prefix, `latest`, or the path of its folder."""
+        if os.sep in ref or ref.startswith("."):
+            path = Path(ref)
+            if _is_run(path):
+                return Run(path)
+            raise StoreError(f"{ref} is not a run folder (no config.json or events.jsonl in it)")
         runs = self.list()
         if not runs:
             raise StoreError(f"no runs under {self.root}; start one with `stop run`")
         if ref == "latest":
-            return max(runs, key=lambda r: (r.config_path.stat().st_mtime, r.id))
+            return max(runs, key=lambda r: (_mtime(r), r.id))
         exact = [r for r in runs if r.id == ref]
         if exact:
             return exact[0]
@@ -265,3 +243,22 @@ class RunStore:
             names = ", ".join(r.id for r in matches[:5])
             raise StoreError(f"{ref!r} matches {len(matches)} runs ({names}); give more of the id")
         return matches[0]
+
+
+def _mtime(run: Run) -> float:
+    for p in (run.config_path, run.log.path):
+        try:
+            return p.stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
+
+
+def _remove_empty(folder: Path) -> None:
+    try:
+        for p in folder.iterdir():
+            if p.name.startswith("."):
+                p.unlink(missing_ok=True)
+        folder.rmdir()
+    except OSError:
+        pass

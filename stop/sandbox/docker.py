@@ -26,6 +26,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from stop.fsutil import pid_alive
 from stop.sandbox.bridge import ServiceHandler
 from stop.sandbox.execution import Execution, SandboxUnavailable, error_result, report
 from stop.sandbox.image import ensure_image
@@ -167,12 +168,7 @@ class DockerSandbox:
             h, _, pid = owner.rpartition(":")
             if h != host or not pid.isdigit() or int(pid) == os.getpid():
                 continue
-            try:
-                os.kill(int(pid), 0)
-                continue
-            except ProcessLookupError:
-                pass
-            except PermissionError:
+            if pid_alive(int(pid)):  # another user's process counts: its container is not ours to reap
                 continue
             self._remove(c["Id"])
             n += 1

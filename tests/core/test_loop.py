@@ -21,9 +21,11 @@ from pathlib import Path
 import pytest
 
 from stop.core.config import RunConfig
-from stop.core.loop import execute, new_run, summarize
+from stop.core.loop import execute, new_run
 from stop.models import ScriptedModel
+from stop.runs.replay import compare_replay
 from stop.runs.store import RunStore
+from stop.runs.summary import summarize
 from stop.sandbox.records import source_hash
 
 FIX = Path(__file__).parents[1] / "fixtures" / "loop"
@@ -198,7 +200,6 @@ def test_replay_reproduces_the_scores(scripted_run, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from stop.cli import cli
-    from stop.core.loop import compare_replay
 
     root = tmp_path / "runs"
     shutil.copytree(scripted_run.dir, root / scripted_run.id)
@@ -218,7 +219,6 @@ def test_replay_reports_a_changed_score_and_a_missing_model_call(scripted_run, t
     from click.testing import CliRunner
 
     from stop.cli import cli
-    from stop.core.loop import compare_replay
 
     root = tmp_path / "runs"
     shutil.copytree(scripted_run.dir, root / scripted_run.id)

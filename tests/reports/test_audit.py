@@ -34,6 +34,8 @@ C3 = (
     "    return initial_solution\n"
 )
 SOL = "def algorithm(a, b, c):\n    return [0] * 1000\n"
+# The scores a round_end must carry (the event schema); the audit does not read them.
+SCORES = {"incumbent": {"val": 0.5, "test": 0.5}, "candidate": {"val": 0.5, "test": 0.5}}
 
 
 def _finding(**kw) -> AuditFinding:
@@ -65,7 +67,7 @@ def make_run(store: RunStore) -> str:
                         candidate_hash=h1, line=3, attempted="utility called with use_sandbox=False",
                         action="contained"))
     r1.record("round_end", round=1, adopted=True, reason="better", incumbent_hash=h0,
-              candidate_hash=h1)
+              candidate_hash=h1, **SCORES)
     r2 = rec.bind(round=2)
     r2.record("model_call", scope="r2", texts=[f"Here it is:\n```python\n{C2}```\nbye"])
     for _ in range(2):  # the meta-utility runs the candidate twice: one distinct finding
@@ -76,10 +78,10 @@ def make_run(store: RunStore) -> str:
                         candidate_hash=source_hash(SOL), attempted="returned shape (1000,)",
                         action="blocked"))
     r2.record("round_end", round=2, adopted=False, reason="worse", incumbent_hash=h1,
-              candidate_hash=h2)
+              candidate_hash=h2, **SCORES)
     r3 = rec.bind(round=3)
     r3.record("round_end", round=3, adopted=True, reason="better", incumbent_hash=h1,
-              candidate_hash=h3)
+              candidate_hash=h3, **SCORES)
     return run.id
 
 

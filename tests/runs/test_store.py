@@ -107,7 +107,8 @@ def test_corrupt_config_is_reported_not_lost(tmp_path):
 def test_recorder_stamps_context_and_findings(tmp_path):
     run = RunStore(tmp_path).create({})
     rec = run.recorder(round=2)
-    rec.record("evaluation", mean=0.5)
+    rec.record("evaluation", who="incumbent", split="val", scores=[0.5], mean=0.5,
+               candidate_hash="h0")
     rec.finding(AuditFinding(rule="network", severity="high", layer="runtime",
                              role="solution", attempted="connect 1.1.1.1:80", action="blocked"))
     evals = run.events("evaluation")
