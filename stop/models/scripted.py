@@ -7,17 +7,19 @@ import threading
 import time
 from pathlib import Path
 
-from stop.models.base import ModelError, ModelReply, ModelRequest, estimate_tokens
+from stop.models.base import Model, ModelError, ModelReply, ModelRequest, estimate_tokens
 
 
-class ScriptedModel:
-    """Replies from a fixed script; records every request. Zero cost.
+class ScriptedModel(Model):
+    """Replies from a fixed script; records every request. Zero cost; never cached on disk.
 
     Each entry is `{"match": substring-or-None, "texts": [...]}`. A request takes the first
     entry whose `match` occurs in the concatenated message contents (None matches anything) and
     gets `n` texts from it, cycling through the entry's texts in order. Token counts are
     estimated as len(text) / 4.
     """
+
+    cacheable = False
 
     def __init__(self, entries: list[dict], name: str = "scripted") -> None:
         if not isinstance(entries, list) or not entries:

