@@ -2,17 +2,24 @@
 
 Threat model: the candidate shares the process and can blind any of this with native code; the
 container is the wall. What these do is name attempts (network, processes, writes outside /tmp,
-kills, native code, secret and scorer reads, privilege and namespace calls, patched builtins) with
-the candidate's source line, and send them to the host as findings the moment they happen.
+kills, native code, secret and scorer reads, raw devices and kernel memory, privilege and
+namespace calls, patched builtins, reaching the harness's own objects) with the candidate's source
+line, and send them to the host as findings the moment they happen.
 """
 
 import builtins
 import errno
 import os
+import re
 import sys
 import threading
 import time
 import traceback
+
+try:
+    import reach  # flat, beside this file, as the harness imports it in the container
+except ImportError:  # imported as stop.container.tripwires
+    from . import reach
 
 CANDIDATE_FILE = "/candidate/candidate.py"
 CHAN = None  # set by the harness: the channel findings go out on
@@ -31,6 +38,12 @@ def candidate_line(frame=None):
 
 SECRET_MARKS = ("/environ", "/.ssh", "/.aws", "/.config/gcloud", "/.docker", "/run/secrets",
                 "/.netrc", "/.git-credentials", "/.env", "docker.sock", "/etc/shadow")
+# Raw devices and kernel memory: absent from the container (or masked by the engine), so an open
+# fails or reads nothing; the attempt is what gets reported.
+RAW_DEVICE = re.compile(r"^/dev/(mem|kmem|port|kmsg|nvram|kvm|mtd\d|raw|"
+                        r"(sd|hd|vd|xvd)[a-z]|nvme\d|mmcblk\d|loop\d|dm-\d|md\d|sr\d|"
+                        r"mapper/|disk/|block/)|^/proc/(kcore|kmsg|kallsyms|iomem)$|"
+                        r"^/sys/(firmware|kernel/debug)/")
 SCORER_MARKS = ("scorer", "/tasks/", "answer", "expected", "/work/", "/runs/", "/home/")
 PROCESS_EVENTS = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
                   "os.fork", "os.forkpty", "pty.spawn", "os.startfile"}
@@ -90,6 +103,9 @@ def classify(event, args):
         flags = args[2] if len(args) > 2 else None
         if path is None:
             return None
+        if RAW_DEVICE.match(path):
+            what = "write" if _is_write(mode, flags) else "read"
+            return "raw-device", f"open {path} to {what}", {"path": path}
         if _is_write(mode, flags) and _outside_tmp(path):
             return "file-write-outside-tmp", f"open {path} for writing", {"path": path}
         if any(m in path for m in SECRET_MARKS):
@@ -163,7 +179,8 @@ INTERESTING = (PROCESS_EVENTS | NETWORK_EVENTS | WRITE_EVENTS | FILE_PRIV_EVENTS
                | {"open", "os.listdir", "os.scandir", "glob.glob", "os.kill", "os.killpg",
                   "signal.pthread_kill", "import", "exec", "compile", "sys.addaudithook",
                   "sys.settrace", "sys.setprofile", "object.__setattr__",
-                  "object.__delattr__", "code.__new__", "os.putenv", "os.unsetenv"})
+                  "object.__delattr__", "code.__new__", "os.putenv", "os.unsetenv"}
+               | reach.EVENTS)
 ACTIVE = [False]
 DIRECT_ONLY = {"exec", "compile", "os.putenv", "os.unsetenv"}
 
@@ -171,11 +188,19 @@ DIRECT_ONLY = {"exec", "compile", "os.putenv", "os.unsetenv"}
 def audit_hook(event, args):
     if not ACTIVE[0] or (event not in INTERESTING and not event.startswith("ctypes.")):
         return
+    if event == "object.__getattr__" and args[1] != "f_code":
+        return  # other audited reads (__code__, tb_frame, gi_frame) reach nothing of ours
     if getattr(_guard, "busy", False):
         return
     _guard.busy = True
     try:
         caller = sys._getframe(1)
+        if event in reach.EVENTS:
+            hit = reach.check_event(event, args, caller)
+            if hit:
+                rule, attempted, detail, line = hit
+                CHAN.finding(rule, attempted, line=line, **detail)
+            return
         if event in DIRECT_ONLY:
             # exec/compile also run every imported module: count only the candidate's own calls
             line = caller.f_lineno if caller.f_code.co_filename == CANDIDATE_FILE else None
@@ -275,6 +300,10 @@ def install(chan, protected):
         for name in ("chroot", "unshare", "setns"):
             _tripwire(mod, name, "namespace")
     _thread_tripwire()
+    main = sys.modules.get("__main__")
+    reach.install(chan, [vars(main) if main is not None else {}, globals()],
+                  lambda rule, attempted, line, detail: CHAN.finding(rule, attempted, line=line,
+                                                                      **detail))
     sys.addaudithook(audit_hook)
 
 

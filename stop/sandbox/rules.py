@@ -57,6 +57,14 @@ RULES: dict[str, Rule] = {r.id: r for r in [
        "no capabilities to create namespaces or mount"),
     _r("kill", "high", "signalling other processes", "static runtime", "contained",
        "only processes of its own container can be reached"),
+    _r("raw-device", "high", "reading raw devices or kernel memory (/dev/mem, /dev/kmem, "
+       "/dev/port, /proc/kcore, block devices such as /dev/sda)", "runtime", "blocked",
+       "no such device in the container; /proc/kcore is masked (under runsc: absent)"),
+    _r("harness-reach", "high", "walking the interpreter's frames or the garbage collector's "
+       "heap to the harness's own objects (its channel, its nonce): sys._getframe, "
+       "inspect.stack, gc.get_objects, gc.get_referrers", "runtime", "contained",
+       "only its own process is affected: a frame sent on the harness's channel collides "
+       "with the harness's own, and the host type-checks and scores everything"),
     _r("fake-frame", "high", "forged, replayed or malformed protocol frames, or fake results "
        "printed to the output", "host", "blocked",
        "the host ignores them; a broken channel voids the result"),
@@ -81,6 +89,9 @@ RULES: dict[str, Rule] = {r.id: r for r in [
        "the write fails at the file-size or tmpfs limit"),
     _r("resource-timeout", "low", "running past the time limit", "runtime container",
        "contained", "killed at the deadline"),
+    _r("resource-result", "medium", "a returned value larger than the protocol's frame limit",
+       "container host", "contained", "the value is dropped and that call counts as an error; "
+       "the result is not forged, so nothing is voided"),
     _r("resource-output", "low", "flooding stdout or stderr", "container", "contained",
        "output truncated, original length recorded"),
     _r("resource-fds", "low", "exhausting file descriptors", "runtime container", "contained",
