@@ -3,8 +3,12 @@
 #
 #   bash scripts/setup.sh --for run    # venv, package, Docker engine, sandbox image, Qwen model
 #   bash scripts/setup.sh --for test   # the same with the SmolLM2 smoke model instead of Qwen
-#   bash scripts/setup.sh --only STEP  # one step: system, venv, docker, image, model, smoke-model
+#   bash scripts/setup.sh --only STEP  # one step: system, venv, docker, image, model, smoke-model, gvisor
+#   bash scripts/setup.sh --only gvisor  # gVisor's runsc as a second runtime (--runtime runsc)
 #   bash scripts/setup.sh --dry-run    # say what each step would do, change nothing
+#
+# `--for test` also installs gVisor, so the tests run the sandbox under both runtimes; `--for run`
+# keeps the engine's default runtime (runc).
 #
 # Every step checks first and skips when its work is already done, so a second run takes seconds.
 # Installing system packages and starting dockerd need root; without root the script says what to
@@ -24,7 +28,7 @@ while [[ $# -gt 0 ]]; do
         --only) ONLY="${2:?--only needs a step name}"; shift 2 ;;
         --only=*) ONLY="${1#--only=}"; shift ;;
         --dry-run) DRY_RUN=1; shift ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "setup: unknown argument: $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -244,6 +248,55 @@ step_docker() {
     record docker started "$(elapsed "$t0")"
 }
 
+# ---------------------------------------------------------------- gVisor (a second wall)
+# runsc from Debian, registered in the engine's daemon.json (merged: other settings and runtimes
+# stay), then dockerd is sent SIGHUP, which reloads its runtimes without stopping any container.
+DAEMON_JSON="${STOP_DOCKER_DAEMON_JSON:-/etc/docker/daemon.json}"
+engine_has_runsc() { timeout 20 docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc"'; }
+
+step_gvisor() {
+    local t0 py pid waited=0
+    t0=$(now)
+    step "gVisor: runsc as a second sandbox runtime (stop ... --runtime runsc)"
+    py="$VENV/bin/python"
+    if engine_has_runsc && [[ -x "$py" ]] && command -v runsc >/dev/null 2>&1 \
+        && "$py" -m stop.sandbox.runtimes register --check --config "$DAEMON_JSON" \
+            --runsc "$(command -v runsc)" >/dev/null 2>&1; then
+        say "    the engine has runsc ($(runsc --version 2>/dev/null | head -1 || echo registered))"
+        record gvisor skipped "$(elapsed "$t0")"
+        return 0
+    fi
+    docker_answers || fail "the Docker engine does not answer: run bash scripts/setup.sh --only docker first"
+    if [[ "$IS_ROOT" != 1 ]]; then
+        say "    installing runsc and registering it with the engine needs root. Run:"
+        say "      sudo bash scripts/setup.sh --only gvisor"
+        fail "gVisor not set up"
+    fi
+    if ! command -v runsc >/dev/null 2>&1; then
+        command -v apt-get >/dev/null 2>&1 || fail "no apt-get here: install gVisor's runsc by hand, then rerun this step"
+        DEBIAN_FRONTEND=noninteractive run_cmd apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends runsc \
+            || { DEBIAN_FRONTEND=noninteractive run_cmd apt-get update -q \
+                 && DEBIAN_FRONTEND=noninteractive run_cmd apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends runsc; } \
+            || fail "apt-get could not install runsc"
+    fi
+    [[ -x "$py" || "$DRY_RUN" == 1 ]] || fail "$py is missing: run bash scripts/setup.sh --only venv first"
+    run_cmd "$py" -m stop.sandbox.runtimes register --config "$DAEMON_JSON" \
+        --runsc "$(command -v runsc || echo /usr/bin/runsc)" || fail "could not register runsc in $DAEMON_JSON"
+    pid="$(pgrep -x dockerd | head -1 || true)"
+    if [[ -z "$pid" ]]; then
+        fail "no dockerd process to reload here: restart the engine so it reads $DAEMON_JSON"
+    fi
+    run_cmd kill -HUP "$pid"
+    if [[ "$DRY_RUN" != 1 ]]; then
+        while ! engine_has_runsc; do
+            (( waited >= 20 )) && fail "dockerd (pid $pid) did not pick up runsc after SIGHUP; see its log"
+            sleep 1; waited=$((waited + 1))
+        done
+    fi
+    say "    runsc registered and the engine reloaded (pid $pid, running containers untouched) in $(elapsed "$t0")s"
+    record gvisor installed "$(elapsed "$t0")"
+}
+
 # ---------------------------------------------------------------- stop commands
 step_stop_cmd() {
     local name="$1" t0; shift
@@ -265,6 +318,9 @@ want system && step_system
 want venv && step_venv
 want docker && step_docker
 want image && step_stop_cmd image sandbox build
+if [[ "$ONLY" == gvisor || ( -z "$ONLY" && "$PURPOSE" == test ) ]]; then
+    step_gvisor
+fi
 if [[ "$ONLY" == model || ( -z "$ONLY" && "$PURPOSE" == run ) ]]; then
     step_stop_cmd model model install
 fi

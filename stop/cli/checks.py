@@ -14,7 +14,8 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from stop.sandbox import image
+from stop.sandbox import image, runtimes
+from stop.sandbox.execution import SandboxUnavailable
 
 MIN_PYTHON = (3, 11)
 SETUP_DOCKER = "bash scripts/setup.sh --only docker"
@@ -77,6 +78,42 @@ def check_docker() -> Check:
                      f"{fix}  (or run with --sandbox process: no security boundary)")
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     return Check("docker engine", True, f"server {version} at {host}")
+
+
+def check_runtimes(docker_ok: bool, have: list[str] | None = None) -> Check:
+    """Which OCI runtimes the engine has. runc is the default and required; runsc (gVisor, the
+    second wall) is optional unless $STOP_SANDBOX_RUNTIME asks for it."""
+    try:
+        wanted = runtimes.choose()
+    except SandboxUnavailable as e:
+        return Check("sandbox runtimes", False, str(e), f"unset {runtimes.ENV_VAR} or set it to "
+                     f"{' or '.join(runtimes.RUNTIMES)}")
+    if have is None:
+        if not docker_ok:
+            return Check("sandbox runtimes", False, "unknown, the engine is not reachable",
+                         "fix the Docker engine first")
+        try:
+            import docker
+
+            client = docker.from_env(timeout=10)
+            try:
+                have = runtimes.engine_runtimes(client.api)
+            finally:
+                client.close()
+        except Exception as e:
+            return Check("sandbox runtimes", False, f"docker info failed: {type(e).__name__}",
+                         "fix the Docker engine first")
+    known = [r for r in runtimes.RUNTIMES if r in have]
+    detail = (f"engine has {', '.join(have) or 'none'}; stop uses {wanted}"
+              f"{' ($' + runtimes.ENV_VAR + ')' if os.environ.get(runtimes.ENV_VAR) else ''}")
+    missing = [r for r in (runtimes.RUNC, wanted) if r not in have]
+    if missing:
+        fix = runtimes.SETUP_GVISOR if runtimes.RUNSC in missing else "reinstall the Docker engine"
+        return Check("sandbox runtimes", False, f"{detail}; missing {', '.join(missing)}", fix)
+    if runtimes.RUNSC not in known:
+        return Check("sandbox runtimes", True, f"{detail}; gVisor (runsc) not registered: "
+                     f"optional second wall, {runtimes.SETUP_GVISOR}")
+    return Check("sandbox runtimes", True, detail)
 
 
 def _other_image_tags(repo: str) -> list[str]:
@@ -194,7 +231,7 @@ def check_model_choice() -> tuple[Check, str | None]:
 def run_checks() -> list[Check]:
     checks = [check_python()]
     docker_check = check_docker()
-    checks += [docker_check, check_image(docker_check.ok)]
+    checks += [docker_check, check_runtimes(docker_check.ok), check_image(docker_check.ok)]
     choice, local = check_model_choice()
     checks.append(choice)
     checks.append(check_llama_cpp())
