@@ -24,8 +24,14 @@ from stop.models.base import ModelError
 from stop.models.replay import ReplayModel
 from stop.paths import tasks_dir
 from stop.runs.replay import compare_replay, recorded_replies
-from stop.runs.store import RunStore, StoreError
-from stop.runs.summary import finished_rounds, summarize
+from stop.runs.store import RunStore
+from stop.runs.summary import (
+    finished_rounds,
+    listed,
+    summarize,
+    summary_is_current,
+    write_summary,
+)
 from stop.sandbox import open_sandbox
 from stop.tasks.loader import TaskError, load_task
 
@@ -119,6 +125,8 @@ def cmd_run(task: str | None, rounds: int | None, model: str | None, api_base: s
             raise StopError(f"--resume continues a run with its own settings; drop {', '.join(given)} "
                             f"(only --rounds and --jobs may change)")
         run = _open_run(resume)
+        # Ours from this first check to the end of the command: a second resume is refused.
+        click.get_current_context().with_resource(run.owned())
         cfg = run_config(run)
         done = finished_rounds(run)
         if rounds is not None:
@@ -130,6 +138,12 @@ def cmd_run(task: str | None, rounds: int | None, model: str | None, api_base: s
             cfg.jobs = jobs
         cfg.validate()
         if max(done, default=0) >= cfg.rounds and summarize(run)["status"] == "finished":
+            if not summary_is_current(run):  # killed after its last event: repair, not refuse
+                write_summary(run)
+                echo(f"run {run.id} already finished its {cfg.rounds} rounds; its summary.json "
+                     f"was out of date and is repaired", err=True)
+                echo(str(run.dir))
+                return
             raise StopError(f"run {run.id} already finished its {cfg.rounds} rounds; pass --rounds N "
                             f"to continue it")
         run.write_config(cfg.to_dict())
@@ -197,14 +211,12 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 def cmd_runs(as_json: bool) -> None:
 
-    out, broken = [], []
-    for run in RunStore().list():
-        try:
-            out.append(summarize(run))
-        except StoreError as e:
-            broken.append(str(e))
-    for line in broken:
-        echo(f"warning: {line}", err=True)
+    out = [listed(run) for run in RunStore().list()]
+    for s in out:  # a damaged run is listed with its reason; the others are unaffected
+        if s["status"] == "damaged":
+            echo(f"warning: {s['error']}", err=True)
+        elif s.get("note"):
+            echo(f"note: run {s['id']}: {s['note']}", err=True)
     if as_json:
         echo(json.dumps(out, indent=2))
         return
@@ -242,6 +254,8 @@ def cmd_show(ref: str, as_json: bool, round_k: int | None, code: bool) -> None:
         echo(json.dumps({**s, "config": run.config()}, indent=2))
         return
     b = s["best"]
+    if s.get("note"):
+        echo(f"note: {s['note']}", err=True)
     echo(f"run {s['id']}  task {s['task']}  model {s['model']}  profile {s['profile']}  "
                f"status {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
     echo(f"rounds {s['rounds_done']}/{s['rounds']}  model calls {s['model_calls']}  tokens "
@@ -249,8 +263,8 @@ def cmd_show(ref: str, as_json: bool, round_k: int | None, code: bool) -> None:
                f"{_fmt(b['val'])} test {_fmt(b['test'])}")
     rows = [[str(r["round"]), _fmt(r["incumbent"]["val"]), _fmt(r["incumbent"]["test"]),
              _fmt(r["candidate"]["val"]), _fmt(r["candidate"]["test"]),
-             "yes" if r["adopted"] else "no", str(r["model_calls"]), f"{r['tokens']:,}",
-             f"${r['cost_usd']:.4f}", f"{r['wall_s']:.0f}s", str(r["findings"]), r["reason"]]
+             "yes" if r["adopted"] else "no", str(r["model_calls"]), _n(r["tokens"], ","),
+             _n(r["cost_usd"], ".4f"), _n(r["wall_s"], ".0f", "s"), str(r["findings"]), r["reason"]]
             for r in s["round_table"]]
     if rows:
         echo(_table(["round", "inc val", "inc test", "cand val", "cand test", "adopted",
@@ -264,13 +278,21 @@ def _round_text(r: dict) -> str:
         f"round {r['round']}: {'adopted the candidate' if r['adopted'] else 'kept the incumbent'}",
         f"  why: {r['reason']}",
         f"  incumbent {r['incumbent_hash']}: val {_fmt(r['incumbent']['val'])} test "
-        f"{_fmt(r['incumbent']['test'])} (runs {r['incumbent']['val_scores']})",
+        f"{_fmt(r['incumbent']['test'])} (runs {r['incumbent'].get('val_scores')})",
         f"  candidate {r['candidate_hash']}: val {_fmt(r['candidate']['val'])} test "
-        f"{_fmt(r['candidate']['test'])} (runs {r['candidate']['val_scores']})",
+        f"{_fmt(r['candidate']['test'])} (runs {r['candidate'].get('val_scores')})",
         f"  model calls {r['model_calls']} (+{r['cached_calls']} served from the log), tokens "
-        f"{r['tokens']:,}, cost ${r['cost_usd']:.4f}, wall {r['wall_s']:.1f} s, "
+        f"{_n(r['tokens'], ',')}, cost ${_n(r['cost_usd'], '.4f')}, wall {_n(r['wall_s'], '.1f', ' s')}, "
         f"findings {r['findings']}",
     ])
+
+
+
+def _n(x: Any, spec: str, unit: str = "") -> str:
+    """A logged number for a table; "-" for one that is missing or not a number."""
+    if not isinstance(x, int | float) or isinstance(x, bool) or not math.isfinite(x):
+        return "-"
+    return f"{x:{spec}}{unit}"
 
 
 def cmd_diff(ref: str, a: int, b: int, as_json: bool) -> None:

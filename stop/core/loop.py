@@ -143,7 +143,10 @@ class Rounds:
         else:
             self.phase(t, f"re-evaluating the {who}")
             scores, note = self.meta.evaluate(improver, f"s{self.cfg.seed}/r{t}/eval/{who}-{h}"), ""
-        for split, values in (("val", scores.val), ("test", scores.test)):
+        if val is not None:  # killed between the two writes: the logged val split stands
+            scores = MetaScores(val=list(val["scores"]), test=scores.test,
+                                fallbacks=list(val.get("fallbacks", [])))
+        for split, values in (("val", scores.val), ("test", scores.test)):  # the tee logs each once
             self.round_log.record("evaluation", who=who, split=split, scores=values,
                                   mean=sum(values) / len(values), candidate_hash=h,
                                   fallbacks=scores.fallbacks, **({"note": note} if note else {}))
@@ -191,8 +194,15 @@ def execute(run: Run, cfg: RunConfig, *, model: Any, sandbox: Any, listener: Any
             pin: list[dict] | None = None) -> str:
     """Run (or resume) the rounds of `run`; log run_end with how it ended; return the incumbent.
 
+    One process at a time: a run owned by another raises RunBusy naming its pid.
     `pin`: the events of a run being replayed (see `Memo`).
     """
+    with run.owned():
+        return _execute(run, cfg, model=model, sandbox=sandbox, listener=listener, pin=pin)
+
+
+def _execute(run: Run, cfg: RunConfig, *, model: Any, sandbox: Any, listener: Any,
+             pin: list[dict] | None) -> str:
     done = finished_rounds(run)
     if not run.improver_path(0).exists():
         run.write_improver(0, load_task(cfg.seed_improver).seed_source)

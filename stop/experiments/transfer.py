@@ -28,6 +28,7 @@ from stop.core.stats import mean_ci
 from stop.errors import StopError
 from stop.models import resolve_model
 from stop.models.gateway import Gateway, LanguageModel
+from stop.runs.recorders import EventTee, logged_identities
 from stop.runs.replay import recorded_replies
 from stop.runs.store import Run
 from stop.sandbox import open_sandbox
@@ -303,9 +304,10 @@ def run_transfer(run: Run, *, tasks: list[str], trials: int = 5, improver_round:
     if on_start:
         on_start(pending, len(specs), f"round {chosen} improver")
     if pending:
-        _execute(run, specs, config=config, model=model, spec_str=spec_str, sandbox=sandbox,
-                 sources=sources, task_objects=task_objects, chosen=chosen, flag=flag,
-                 model_name=model_name, jobs=jobs, on_trial=on_trial)
+        with run.owned():  # one process writes a run at a time (a resume of it is refused)
+            _execute(run, specs, config=config, model=model, spec_str=spec_str, sandbox=sandbox,
+                     sources=sources, task_objects=task_objects, chosen=chosen, flag=flag,
+                     model_name=model_name, jobs=jobs, on_trial=on_trial)
     hashes = {"seed_improver": source_hash(seed_src), "improver": source_hash(sources["improver"])}
     table = {
         "run": run.id, "tasks": list(task_objects), "trials": trials, "model": model_name,
@@ -348,10 +350,13 @@ def _execute(run: Run, specs: list[TrialSpec], *, config: dict[str, Any], model:
             sandbox = open_sandbox(str(config.get("sandbox", "docker")))
         # Replies already logged by an interrupted trial are served again from the log, so a
         # resumed trial asks the model nothing it has answered before.
-        recorded = recorded_replies(run, phase="transfer")
+        events = run.events()
+        recorded = recorded_replies(events, phase="transfer")
+        # What a resumed trial redoes (served calls, improver runs) is logged once, not again.
+        recorder = EventTee(recorder, logged=logged_identities(events))
         gateway = Gateway(model, recorder=recorder, recorded=recorded)
         host = Host(sandbox=sandbox, gateway=gateway, recorder=recorder, jobs=jobs,
-                    memo=Memo(run.events()))
+                    memo=Memo(events))
 
         def test_score(task: Any, source: str) -> float:
             return float(score_solution(task, source, split="test", sandbox=sandbox,

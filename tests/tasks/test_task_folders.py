@@ -64,8 +64,8 @@ def test_a_scorer_that_fails_costs_only_its_instances(tmp_path, docker_required,
     assert "Traceback" not in p.stderr
     rep = json.loads(p.stdout)
     assert rep["score"] == 0.0
-    assert {o["status"] for o in rep["outcomes"]} == {"error"}
-    assert all(o["detail"].startswith("scorer failed:") for o in rep["outcomes"])
+    assert {o["status"] for o in rep["instances"]} == {"error"}
+    assert all(o["detail"].startswith("scorer failed:") for o in rep["instances"])
 
 
 def test_a_run_on_a_task_folder_keeps_its_path(tmp_path, docker_required):
