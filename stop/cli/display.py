@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from stop.cli.safe import visible
 from stop.core.config import RunConfig
+from stop.models.base import format_cost
 from stop.runs.summary import Usage
 
 
@@ -90,7 +91,7 @@ class Progress:
                                 f"{self.usage.calls} in all ({self.usage.cached} served from "
                                 f"the log/cache)"),
                 ("tokens", f"{self.usage.tokens:,}"),
-                ("cost", f"${self.usage.cost_usd:.4f}"),
+                ("cost", format_cost(self.usage.cost_usd)),
                 ("sandbox runs", str(self.sandbox_runs)),
                 ("best meta-utility", best),
                 ("findings", str(self.findings)),

@@ -20,7 +20,8 @@ from stop.core.config import PROFILES, ConfigError, RunConfig, profile_table
 from stop.core.loop import execute, new_run, run_config
 from stop.errors import StopError
 from stop.models import resolve_model
-from stop.models.base import ModelError
+from stop.models.base import ModelError, format_cost
+from stop.models.caps import refuse_unpriced
 from stop.models.replay import ReplayModel
 from stop.paths import tasks_dir
 from stop.runs.replay import compare_replay, recorded_replies
@@ -89,7 +90,7 @@ def _run_rounds(get_run: Any, cfg: RunConfig, quiet: bool) -> Any:
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    model = resolve_model(cfg.model, api_base=cfg.api_base)
+    model = resolve_model(cfg.model, api_base=cfg.api_base, timeout_s=cfg.model_timeout_s)
     sandbox = open_sandbox(cfg.sandbox)
     run = None
     previous = signal.signal(signal.SIGTERM, on_term)
@@ -111,10 +112,17 @@ def _run_rounds(get_run: Any, cfg: RunConfig, quiet: bool) -> Any:
     return run
 
 
+def _refuse_unpriced_cap(cfg: RunConfig) -> None:
+    """A cost cap on a model of unknown price is refused before the run is created or changed."""
+    if cfg.max_cost_usd is not None:
+        refuse_unpriced(resolve_model(cfg.model, api_base=cfg.api_base), cfg.max_cost_usd)
+
+
 def cmd_run(task: str | None, rounds: int | None, model: str | None, api_base: str | None,
             profile: str | None, jobs: int | None, seed: int | None, sandbox: str | None,
             margin: float | None, resume: str | None, quiet: bool,
-            settings: tuple[str, ...] = ()) -> None:
+            settings: tuple[str, ...] = (), max_cost: float | None = None,
+            max_tokens_total: int | None = None) -> None:
 
     if resume:
         given = [n for n, v in (("TASK", task), ("--model", model), ("--api-base", api_base),
@@ -123,7 +131,7 @@ def cmd_run(task: str | None, rounds: int | None, model: str | None, api_base: s
                  if v is not None]
         if given:
             raise StopError(f"--resume continues a run with its own settings; drop {', '.join(given)} "
-                            f"(only --rounds and --jobs may change)")
+                            f"(only --rounds, --jobs, --max-cost and --max-tokens-total may change)")
         run = _open_run(resume)
         # Ours from this first check to the end of the command: a second resume is refused.
         click.get_current_context().with_resource(run.owned())
@@ -136,7 +144,10 @@ def cmd_run(task: str | None, rounds: int | None, model: str | None, api_base: s
             cfg.rounds = rounds
         if jobs is not None:
             cfg.jobs = jobs
+        cfg.max_cost_usd = cfg.max_cost_usd if max_cost is None else max_cost
+        cfg.max_tokens_total = cfg.max_tokens_total if max_tokens_total is None else max_tokens_total
         cfg.validate()
+        _refuse_unpriced_cap(cfg)
         if max(done, default=0) >= cfg.rounds and summarize(run)["status"] == "finished":
             if not summary_is_current(run):  # killed after its last event: repair, not refuse
                 write_summary(run)
@@ -151,10 +162,12 @@ def cmd_run(task: str | None, rounds: int | None, model: str | None, api_base: s
     else:
         base, seed_improver = _resolve_task(task)
         named = {"model": model, "api_base": api_base, "rounds": rounds, "jobs": jobs,
-                 "seed": seed, "sandbox": sandbox, "margin": margin}
+                 "seed": seed, "sandbox": sandbox, "margin": margin, "max_cost_usd": max_cost,
+                 "max_tokens_total": max_tokens_total}
         overrides = {**parse_settings(settings), **{k: v for k, v in named.items() if v is not None}}
         cfg = RunConfig.from_profile(profile or "tiny", task=base, seed_improver=seed_improver,
                                      **overrides)
+        _refuse_unpriced_cap(cfg)
 
     def get_run() -> Any:
         if resume:
@@ -259,7 +272,7 @@ def cmd_show(ref: str, as_json: bool, round_k: int | None, code: bool) -> None:
     echo(f"run {s['id']}  task {s['task']}  model {s['model']}  profile {s['profile']}  "
                f"status {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
     echo(f"rounds {s['rounds_done']}/{s['rounds']}  model calls {s['model_calls']}  tokens "
-               f"{s['tokens']:,}  cost ${s['cost_usd']:.4f}  findings {s['findings']}  best val "
+               f"{s['tokens']:,}  cost {format_cost(s['cost_usd'])}  findings {s['findings']}  best val "
                f"{_fmt(b['val'])} test {_fmt(b['test'])}")
     rows = [[str(r["round"]), _fmt(r["incumbent"]["val"]), _fmt(r["incumbent"]["test"]),
              _fmt(r["candidate"]["val"]), _fmt(r["candidate"]["test"]),
@@ -362,7 +375,12 @@ def cmd_replay(ref: str, tolerance: float, keep: bool, quiet: bool) -> None:
                                            "the incumbent's by (default 0).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Any other run setting, e.g. --set n_tests=3 (see the profile table).")
-@click.option("--resume", "resume", metavar="RUN", help="Continue a stopped or killed run.")
+@click.option("--max-cost", type=float, metavar="USD",
+              help="Stop the run once its model calls cost this much (needs a known price).")
+@click.option("--max-tokens-total", type=click.IntRange(min=1), metavar="N",
+              help="Stop the run once its model calls used this many tokens.")
+@click.option("--resume", "resume", metavar="RUN", help="Continue a stopped or killed run "
+                                                          "(a higher --max-cost or --max-tokens-total may be given).")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def run_cmd(**kw: Any) -> None:
     cmd_run(**kw)

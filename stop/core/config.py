@@ -9,6 +9,7 @@ that one round on the embedded 1.5B model finishes in minutes on a 2-core machin
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -88,6 +89,11 @@ class RunConfig:
     margin: float = 0.0
     alpha: float | None = 0.05
     seed_improver: str = "meta_optimization"
+    # Per-run spending caps (None: no cap); a capped run stops cleanly and resumes with a higher one.
+    max_cost_usd: float | None = None
+    max_tokens_total: int | None = None
+    # Seconds one model request may take; None: STOP_MODEL_TIMEOUT_S, else 600 (embedded: 3600).
+    model_timeout_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -133,10 +139,21 @@ class RunConfig:
         positive_int("rounds", 0)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
-        for name in ("improver_wall_s", "self_improve_wall_s"):
+        def number(name: str, what: str, *, optional: bool = False) -> None:
+            # NaN and Infinity parse as JSON numbers (`--set improver_wall_s=NaN`) and would
+            # pass `v <= 0`; a run built on them fails later, so they are refused here.
             v = getattr(self, name)
-            if not isinstance(v, int | float) or v <= 0:
-                raise ConfigError(f"{name} must be a positive number of seconds, got {v!r}")
+            if v is None and optional:
+                return
+            if isinstance(v, bool) or not isinstance(v, int | float) or not _finite(v) or v <= 0:
+                raise ConfigError(f"{name} must be {what}, got {v!r}")
+
+        for name in ("improver_wall_s", "self_improve_wall_s"):
+            number(name, "a positive number of seconds")
+        number("model_timeout_s", "a positive number of seconds or null", optional=True)
+        number("max_cost_usd", "a positive number of US dollars or null", optional=True)
+        if self.max_tokens_total is not None:
+            positive_int("max_tokens_total")
         if not isinstance(self.margin, int | float) or not -1.0 <= self.margin <= 1.0:
             raise ConfigError(f"margin must be a number between -1 and 1, got {self.margin!r}")
         if self.alpha is not None and (not isinstance(self.alpha, int | float)
@@ -150,6 +167,13 @@ class RunConfig:
             raise ConfigError("task must be a task name")
         if self.seed_improver not in ("meta_optimization", "sandbox"):
             raise ConfigError(f"seed_improver must be meta_optimization or sandbox, got {self.seed_improver!r}")
+
+
+def _finite(v: float) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def profile_table() -> str:

@@ -27,6 +27,7 @@ from stop.core.improver import (
 )
 from stop.core.stats import improvement_test
 from stop.errors import StopError
+from stop.models.caps import SpendingCaps
 from stop.models.gateway import Gateway, LanguageModel
 from stop.runs.events import SCHEMA_VERSION
 from stop.runs.recorders import EventTee, logged_identities
@@ -73,7 +74,10 @@ class Rounds:
         self.recorded = recorded_replies(events)
         self.log = EventTee(run.recorder(), self.listener, logged_identities(events))
         # A replay model brings another run's calls: served like this run's own, but logged.
-        self.recorded = {**getattr(model, "recorded", {}), **self.recorded}
+        self.recorded = {**model.recorded, **self.recorded}
+        # One spending ledger for the whole run, started from what its log says was spent.
+        self.caps = SpendingCaps.of_run(events, run_id=run.id, max_cost_usd=cfg.max_cost_usd,
+                                        max_tokens_total=cfg.max_tokens_total)
         self.base = load_task(cfg.task)
         meta_task = load_task(cfg.seed_improver)
         self.flag = bool(meta_task.settings.get("use_sandbox_param", False))
@@ -95,7 +99,8 @@ class Rounds:
 
     def begin(self, t: int, incumbent: str) -> None:
         self.round_log = self.log.bind(round=t)
-        self.gateway = Gateway(self.model, recorder=self.round_log, recorded=self.recorded)
+        self.gateway = Gateway(self.model, recorder=self.round_log, recorded=self.recorded,
+                               caps=self.caps)
         self.host = Host(sandbox=self.sandbox, gateway=self.gateway, recorder=self.round_log,
                          jobs=self.cfg.jobs, memo=self.memo, save_source=self.save_candidate)
         self.meta = MetaUtility(self.host, self.base, n_tests=self.cfg.n_tests,
@@ -176,7 +181,7 @@ class Rounds:
             kept_hash=source_hash(incumbent),
             incumbent=_scores(old), candidate=_scores(new),
             model_calls=used.calls, cached_calls=used.cached, tokens=used.tokens,
-            cost_usd=round(used.cost_usd, 6),
+            cost_usd=None if used.cost_usd is None else round(used.cost_usd, 6),
             wall_s=round(time.time() - self.first_start(t, events), 3),
             findings=sum(1 for e in events if e["type"] == "audit_finding"))
         write_summary(self.run)

@@ -105,8 +105,8 @@ def plot_costs(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path:
         ax.set_title(label)
         ax.set_xlabel("round")
         ax.set_xticks(rounds)
-        for x, v in zip(rounds, vals, strict=True):
-            text = f"{v:.4f}" if key == "cost_usd" else f"{v:,}"
+        for x, v, r in zip(rounds, vals, rows, strict=True):
+            text = f"{v:,}" if key != "cost_usd" else "unknown" if r.get(key) is None else f"{v:.4f}"
             ax.annotate(text, (x, v), ha="center", va="bottom", fontsize=8)
         if not rows:
             _empty(ax, "no rounds")

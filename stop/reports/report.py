@@ -20,6 +20,7 @@ from typing import Any
 
 from stop.core.stats import improvement_test, mean_ci
 from stop.experiments.transfer import ARMS, format_table, load_table
+from stop.models.base import format_cost, total_cost
 from stop.reports import plots
 from stop.runs.store import Run
 from stop.sandbox.records import SEVERITIES, severity_rank
@@ -94,7 +95,7 @@ def model_use(run: Run, series: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "model_calls": end.get("model_calls") if end.get("model_calls") is not None else len(evs),
             "tokens": end.get("tokens") if end.get("tokens") is not None else summed_tokens,
             "cost_usd": (end.get("cost_usd") if end.get("cost_usd") is not None
-                         else sum(float(e.get("cost_usd", 0.0)) for e in evs)),
+                         else total_cost(evs)),
             "cached": (end.get("cached_calls") if end.get("cached_calls") is not None
                        else sum(1 for e in evs if e.get("cached"))),
         })
@@ -251,12 +252,13 @@ def _render(run: Run, series: list[dict[str, Any]], usage: list[dict[str, Any]],
 
     parts.append("<h2>Language-model use</h2>")
     parts.append(_img(figs["model_use"], "model calls, tokens and cost per round"))
-    urows = [[str(u["round"]), f"{u['model_calls']:,}", f"{u['tokens']:,}", f"{u['cost_usd']:.4f}",
+    urows = [[str(u["round"]), f"{u['model_calls']:,}", f"{u['tokens']:,}", format_cost(u["cost_usd"], dollar=False),
               str(u["cached"])] for u in usage]
     if urows:
         urows.append(["total", f"{sum(u['model_calls'] for u in usage):,}",
                       f"{sum(u['tokens'] for u in usage):,}",
-                      f"{sum(u['cost_usd'] for u in usage):.4f}", str(sum(u['cached'] for u in usage))])
+                      format_cost(total_cost(usage), dollar=False),
+                      str(sum(u['cached'] for u in usage))])
     parts.append(_table(["round", "model calls", "tokens", "cost (USD)", "served from cache"],
                         urows, {1, 2, 3, 4}))
 
@@ -297,7 +299,7 @@ def _render(run: Run, series: list[dict[str, Any]], usage: list[dict[str, Any]],
         parts.append(f"<p>Transfer model use: {len(fresh)} calls "
                      f"({len(tcalls) - len(fresh)} more served from cache or log), "
                      f"{sum(int(e.get('prompt_tokens', 0)) + int(e.get('completion_tokens', 0)) for e in fresh):,}"
-                     f" tokens, ${sum(float(e.get('cost_usd', 0.0)) for e in fresh):.4f}.</p>")
+                     f" tokens, cost {format_cost(total_cost(fresh))}.</p>")
     else:
         parts.append("<p class='muted'>No transfer evaluation yet: <code>stop transfer "
                      f"{_e(run.id)}</code> makes one.</p>")
