@@ -25,6 +25,7 @@ from typing import Any
 from stop.core.stats import mean_ci
 from stop.errors import StopError
 from stop.models import resolve_model
+from stop.models.base import ModelArgumentError, check_batch_args
 from stop.models.gateway import BudgetExceeded, Gateway, LanguageModel
 from stop.runs.store import NullRecorder
 from stop.sandbox import ServiceError
@@ -153,12 +154,10 @@ def run_improver_outcome(improver_source: str, *, initial_solution: str, descrip
             expertise = params.get("expertise", "")
             messages = params.get("messages")
             temperature = params.get("temperature", 0.7)
-            if not isinstance(expertise, str) or not isinstance(messages, list) or not all(
-                    isinstance(m, str) for m in messages):
-                raise ServiceError("batch_prompt takes an expertise string and a list of strings")
-            if isinstance(temperature, bool) or not isinstance(temperature, int | float) \
-                    or not 0.0 <= temperature <= 2.0:
-                raise ServiceError(f"temperature must be a number in [0, 2], got {temperature!r}")
+            try:
+                check_batch_args(expertise, messages, temperature)
+            except ModelArgumentError as e:  # the improver's mistake: it is told, the run goes on
+                raise ServiceError(str(e)) from None
             try:
                 return lm.batch_prompt(expertise, messages, float(temperature))
             except BudgetExceeded as e:
