@@ -23,6 +23,7 @@ sys.dont_write_bytecode = True
 
 import codec  # noqa: E402
 import numpy  # noqa: E402,F401  (preloaded: its imports are not the candidate's)
+import protocol  # noqa: E402
 import tripwires as tw  # noqa: E402
 
 CANDIDATE_FILE = tw.CANDIDATE_FILE
@@ -75,8 +76,8 @@ class Channel:
         self.seen.add(key)
         self.findings_sent += 1
         try:
-            self.send("finding", rule=rule, attempted=attempted[:500], line=line, layer=layer,
-                      detail=detail)
+            self.send(protocol.FINDING, rule=rule, attempted=attempted[:500], line=line,
+                      layer=layer, detail=detail)
         except Exception:
             pass
 
@@ -88,7 +89,7 @@ class Channel:
             self.pending[rid] = [ev, None]
         if self.closed:
             raise ServiceError("the host closed the service channel")
-        self.send("req", id=rid, method=method, params=params, line=line)
+        self.send(protocol.REQUEST, id=rid, method=method, params=params, line=line)
         ev.wait()
         reply = self.pending.pop(rid)[1]
         if not reply.get("ok"):
@@ -145,9 +146,9 @@ class Forwarder(threading.Thread):
         if self.sent < self.limit:
             part = data[: self.limit - self.sent]
             self.sent += len(part)
-            CHAN.send("out", data=part.decode("utf-8", "replace"), bytes=len(data))
+            CHAN.send(protocol.OUT, data=part.decode("utf-8", "replace"), bytes=len(data))
         else:
-            CHAN.send("outn", bytes=len(data))
+            CHAN.send(protocol.OUT_COUNTED, bytes=len(data))
         return True
 
     def run(self):
@@ -197,7 +198,7 @@ class Utility(_Stub):
                   else bool(use_sandbox)}
         if kwargs:
             params["extra"] = sorted(kwargs)[:10]
-        return CHAN.request("utility", params, line=tw.candidate_line(sys._getframe(1)))
+        return CHAN.request(protocol.UTILITY, params, line=tw.candidate_line(sys._getframe(1)))
 
 
 class LanguageModel(_Stub):
@@ -221,7 +222,7 @@ class LanguageModel(_Stub):
         object.__setattr__(self, "calls", self.calls + 1)
         params = {"expertise": str(expertise), "messages": [str(m) for m in messages],
                   "temperature": float(temperature)}
-        return CHAN.request("language_model.batch_prompt", params,
+        return CHAN.request(protocol.BATCH_PROMPT, params,
                             line=tw.candidate_line(sys._getframe(1)))
 
     def prompt(self, expertise, message, n_responses=1, temperature=0.7):
@@ -260,7 +261,7 @@ def _alarm(signum, frame):
     raise _CallTimeout()
 
 
-def run_solve(job, fwd):
+def run_solve(job):
     per_call = float(job.get("per_call_s") or 0)
     signal.signal(signal.SIGALRM, _alarm)
     base_seed = int(job.get("seed") or 0)
@@ -276,7 +277,8 @@ def run_solve(job, fwd):
     state = tw.snapshot()
     for i, args in enumerate(job.get("calls", [])):
         if load_error:
-            CHAN.send("result", i=i, status="error", value=None, error=load_error, elapsed_s=0.0)
+            CHAN.send(protocol.RESULT, i=i, status="error", value=None, error=load_error,
+                      elapsed_s=0.0)
             continue
         status, value, error = "ok", None, ""
         if signal.getsignal(signal.SIGALRM) is not _alarm:
@@ -285,7 +287,7 @@ def run_solve(job, fwd):
         try:
             call_args = codec.decode(args)  # the host's encoding is not the candidate's time
         except BaseException as e:  # noqa: B036
-            CHAN.send("result", i=i, status="error", value=None,
+            CHAN.send(protocol.RESULT, i=i, status="error", value=None,
                       error=f"undecodable arguments: {tw.format_error(e)}", elapsed_s=0.0)
             continue
         seed_generators(base_seed + i)
@@ -315,13 +317,13 @@ def run_solve(job, fwd):
         except BaseException as e:  # noqa: B036
             status, error, encoded = "error", f"unencodable result: {tw.format_error(e)}", None
         _flush()
-        CHAN.send("result", i=i, status=status, value=encoded, error=error,
+        CHAN.send(protocol.RESULT, i=i, status=status, value=encoded, error=error,
                   elapsed_s=round(elapsed, 6))
     tw.check_integrity(state)
     return {}
 
 
-def run_improve(job, fwd):
+def run_improve(job):
     utility = Utility(job.get("utility", {}))
     lm_spec = job.get("language_model", {})
     lm = LanguageModel(lm_spec.get("budget", 4), lm_spec.get("max_responses_per_call", 6))
@@ -367,9 +369,9 @@ def main():
     fwd.start()
     threading.Thread(target=CHAN.read_replies, daemon=True).start()
     tw.install(CHAN, (Utility, LanguageModel, Channel))
-    CHAN.send("hello", pid=os.getpid())
+    CHAN.send(protocol.HELLO, pid=os.getpid())
     kind = job.get("kind")
-    body = run_solve(job, fwd) if kind == "solve" else run_improve(job, fwd)
+    body = run_solve(job) if kind == protocol.SOLVE else run_improve(job)
     tw.ACTIVE[0] = False
     _flush()
     fwd.finish()
@@ -377,7 +379,7 @@ def main():
     if left:
         CHAN.finding("daemon-child", f"{len(left)} process(es) still running after the call",
                      layer="container", pids=left[:10])
-    CHAN.send("done", stdout_bytes=fwd.total, **body)
+    CHAN.send(protocol.DONE, stdout_bytes=fwd.total, **body)
     os._exit(0)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from stop.cli.safe import echo
-from stop.core.improver import score_meta
+from stop.core.meta import score_meta
 from stop.errors import StopError
 from stop.models import resolve_model
 from stop.runs.recorders import NullRecorder

@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from stop.core.budget import PAPER, Budget
 from stop.errors import StopError
 
 
@@ -25,14 +26,14 @@ PROFILES: dict[str, dict[str, Any]] = {
     "paper": {
         "rounds": 4,
         "n_tests": 5,
-        "lm_budget": 4,
-        "max_responses_per_call": 6,
-        "utility_budget": 25,
-        "meta_lm_budget": 4,
-        "meta_max_responses_per_call": 6,
-        "meta_utility_budget": 25,
-        "max_tokens": 1024,
-        "improver_wall_s": 3600.0,
+        "lm_budget": PAPER.lm_calls,
+        "max_responses_per_call": PAPER.responses_per_call,
+        "utility_budget": PAPER.utility_calls,
+        "meta_lm_budget": PAPER.lm_calls,
+        "meta_max_responses_per_call": PAPER.responses_per_call,
+        "meta_utility_budget": PAPER.utility_calls,
+        "max_tokens": PAPER.max_tokens,
+        "improver_wall_s": PAPER.wall_s,
         "self_improve_wall_s": 86400.0,
     },
     "tiny": {
@@ -122,6 +123,17 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def base_budget(self) -> Budget:
+        """Each improver run on the base task: the meta-utility's test runs, transfer trials."""
+        return Budget.of_run(self.to_dict())
+
+    def self_improvement_budget(self) -> Budget:
+        """The improver improving itself, once per round (its utility is the meta-utility)."""
+        return Budget(lm_calls=self.meta_lm_budget,
+                      responses_per_call=self.meta_max_responses_per_call,
+                      utility_calls=self.meta_utility_budget, max_tokens=self.max_tokens,
+                      wall_s=self.self_improve_wall_s)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

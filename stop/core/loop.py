@@ -15,16 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from stop.core.config import RunConfig
-from stop.core.improver import (
-    Budget,
-    Host,
-    HostUtility,
-    Memo,
-    MetaScores,
-    MetaUtility,
-    meta_description,
-    run_improver_outcome,
-)
+from stop.core.improver import HostUtility, ImproverRun, Memo, RunContext
+from stop.core.meta import MetaScores, MetaUtility, meta_description
 from stop.core.stats import improvement_test
 from stop.errors import StopError
 from stop.models.caps import SpendingCaps
@@ -34,7 +26,7 @@ from stop.runs.recorders import EventTee, logged_identities
 from stop.runs.replay import recorded_replies
 from stop.runs.store import Run, RunStore
 from stop.runs.summary import finished_rounds, usage, write_summary
-from stop.sandbox.records import ExecLimits, source_hash
+from stop.sandbox.records import source_hash
 from stop.tasks.loader import load_task
 
 
@@ -81,8 +73,7 @@ class Rounds:
         self.base = load_task(cfg.task)
         meta_task = load_task(cfg.seed_improver)
         self.flag = bool(meta_task.settings.get("use_sandbox_param", False))
-        self.budget = Budget(cfg.lm_budget, cfg.max_responses_per_call, cfg.utility_budget,
-                             cfg.max_tokens, cfg.improver_wall_s)
+        self.budget = cfg.base_budget()
         self.description = meta_description(
             meta_task.description, base_task=self.base, n_tests=cfg.n_tests, base=self.budget,
             meta_utility_calls=cfg.meta_utility_budget)
@@ -101,10 +92,14 @@ class Rounds:
         self.round_log = self.log.bind(round=t)
         self.gateway = Gateway(self.model, recorder=self.round_log, recorded=self.recorded,
                                caps=self.caps)
-        self.host = Host(sandbox=self.sandbox, gateway=self.gateway, recorder=self.round_log,
-                         jobs=self.cfg.jobs, memo=self.memo, save_source=self.save_candidate)
-        self.meta = MetaUtility(self.host, self.base, n_tests=self.cfg.n_tests,
+        self.context = RunContext(sandbox=self.sandbox, gateway=self.gateway,
+                                  recorder=self.round_log, jobs=self.cfg.jobs, memo=self.memo,
+                                  save_source=self.save_candidate)
+        self.meta = MetaUtility(self.context, self.base, n_tests=self.cfg.n_tests,
                                 budget=self.budget, use_sandbox_param=self.flag)
+        self.self_improvement = ImproverRun(self.context, self.cfg.self_improvement_budget(),
+                                            f"s{self.cfg.seed}/r{t}/self",
+                                            use_sandbox_param=self.flag)
         self.save_candidate(incumbent)
         self.incumbent_hash = source_hash(incumbent)
         self.started[t] = time.time()
@@ -116,20 +111,14 @@ class Rounds:
         self.listener({"type": "phase", "round": t, "phase": name})
 
     def meta_utility(self, t: int) -> HostUtility:
-        return self.meta.as_utility(f"s{self.cfg.seed}/r{t}/self")
+        return self.meta.as_utility(self.self_improvement.scope)
 
     def language_model(self, t: int) -> LanguageModel:
-        assert self.gateway is not None
-        return LanguageModel(self.gateway, budget=self.cfg.meta_lm_budget,
-                             max_responses_per_call=self.cfg.meta_max_responses_per_call,
-                             scope=f"s{self.cfg.seed}/r{t}/self/lm", max_tokens=self.cfg.max_tokens)
+        return self.self_improvement.language_model()
 
     def improve(self, improver: str, utility: HostUtility, lm: LanguageModel) -> str:
-        outcome = run_improver_outcome(
-            improver, initial_solution=improver, description=self.description,
-            utility_fn=utility, lm=lm, sandbox=self.sandbox, recorder=self.round_log,
-            limits=ExecLimits(wall_s=self.cfg.self_improve_wall_s),
-            use_sandbox_param=self.flag, utility_budget=self.cfg.meta_utility_budget)
+        outcome = self.self_improvement.run(improver, initial_solution=improver,
+                                            description=self.description, utility=utility, lm=lm)
         self.save_candidate(outcome.returned)
         return outcome.returned
 

@@ -9,9 +9,8 @@ send when asked to improve itself.
 from __future__ import annotations
 
 import ast
-import re
 
-from stop.core.improver import meta_description, meta_setup
+from stop.core.meta import meta_description, meta_setup
 from stop.errors import StopError
 from stop.paths import tasks_dir
 from stop.tasks.loader import load_task
@@ -78,7 +77,6 @@ def seed_prompt(seed_source: str, description: str) -> tuple[str, str, str]:
 
 def sandbox_task_texts() -> tuple[str, str, str, str]:
     """(seed improver, its filled-in utility description, LPN seed solution, LPN description)."""
-
     try:
         task = load_task("sandbox")
         base, n_tests, budget, _flag = meta_setup(task)
@@ -89,14 +87,3 @@ def sandbox_task_texts() -> tuple[str, str, str, str]:
                                    base=budget, meta_utility_calls=task.utility_budget)
     return task.seed_source, description, base.seed_source, base.description
 
-
-def extract_code(text: str) -> str:
-    """The longest fenced code block of a reply; an unfenced reply only if it is Python code."""
-    blocks = re.findall(r"```[ \t]*[\w+-]*[^\n]*\n(.*?)```", text or "", re.S)
-    if blocks:
-        return max(blocks, key=len).strip("\n")
-    try:
-        ast.parse(text or "")
-    except SyntaxError:
-        return ""
-    return text.strip("\n") if "def " in (text or "") else ""

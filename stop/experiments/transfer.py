@@ -23,17 +23,19 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
-from stop.core.improver import Host, HostUtility, Memo, meta_setup, run_improver_outcome
+from stop.core.budget import Budget
+from stop.core.improver import ImproverRun, Memo, RunContext
+from stop.core.meta import meta_setup
 from stop.core.stats import mean_ci
 from stop.errors import StopError
-from stop.models import resolve_model
-from stop.models.gateway import Gateway, LanguageModel
+from stop.models import Model, resolve_model
+from stop.models.gateway import Gateway
 from stop.runs.recorders import EventTee, logged_identities
 from stop.runs.replay import recorded_replies
 from stop.runs.store import Run
-from stop.sandbox import open_sandbox
-from stop.sandbox.records import ExecLimits, source_hash
-from stop.tasks.loader import load_task
+from stop.sandbox import Sandbox, open_sandbox
+from stop.sandbox.records import source_hash
+from stop.tasks.loader import Task, load_task
 from stop.tasks.scoring import score_solution
 
 TRANSFER_TASKS = ("parity_noiseless", "str_grid_dist", "modified_quadratic_assignment",
@@ -199,12 +201,12 @@ def load_table(run: Run) -> dict[str, Any] | None:
             else "improver"}
 
 
-Improve = Callable[[str, Any, TrialSpec], dict[str, Any]]
-Score = Callable[[Any, str], float]
+Improve = Callable[[str, Task, TrialSpec], dict[str, Any]]
+Score = Callable[[Task, str], float]
 
 
 def execute_trials(run: Run, specs: list[TrialSpec], *, improve: Improve, score: Score,
-                   task_objects: dict[str, Any], sources: dict[str, str], model: str | None,
+                   task_objects: dict[str, Task], sources: dict[str, str], model: str | None,
                    improver_rounds: dict[str, int | None], jobs: int = 1,
                    on_trial: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Run the trials not yet in the log; append one `transfer_trial` event per finished trial.
@@ -257,8 +259,8 @@ def execute_trials(run: Run, specs: list[TrialSpec], *, improve: Improve, score:
 
 
 def run_transfer(run: Run, *, tasks: list[str], trials: int = 5, improver_round: int | None = None,
-                 jobs: int = 1, model_spec: str | None = None, sandbox: Any = None,
-                 model: Any = None,
+                 jobs: int = 1, model_spec: str | None = None, sandbox: Sandbox | None = None,
+                 model: Model | None = None,
                  on_trial: Callable[[dict[str, Any]], None] | None = None,
                  on_start: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Evaluate (resuming) and store the transfer table of a run; returns the table.
@@ -291,12 +293,12 @@ def run_transfer(run: Run, *, tasks: list[str], trials: int = 5, improver_round:
     seed_src = (run.read_improver(0) if run.improver_path(0).exists() else seed_task.seed_source)
     sources = {"seed_improver": seed_src, "improver": run.read_improver(chosen)}
     _, _, _, flag = meta_setup(seed_task)
-    budgets = _budgets(config)
+    budget = Budget.of_run(config)
 
     spec_str = model_spec or config.get("model") or "embedded"
     # Trials are identified by the model as the user names it, so a finished transfer is read
     # back without starting a model or a sandbox.
-    model_name = getattr(model, "name", None) or str(spec_str)
+    model_name = (model.name if model is not None else None) or str(spec_str)
     specs = plan_trials(task_objects, trials, source_hash(seed_src),
                         source_hash(sources["improver"]), model_name)
     done = finished_trials(run)
@@ -305,16 +307,16 @@ def run_transfer(run: Run, *, tasks: list[str], trials: int = 5, improver_round:
         on_start(pending, len(specs), f"round {chosen} improver")
     if pending:
         with run.owned():  # one process writes a run at a time (a resume of it is refused)
-            _execute(run, specs, config=config, model=model, spec_str=spec_str, sandbox=sandbox,
-                     sources=sources, task_objects=task_objects, chosen=chosen, flag=flag,
-                     model_name=model_name, jobs=jobs, on_trial=on_trial)
+            _execute(run, specs, config=config, budget=budget, model=model, spec_str=spec_str,
+                     sandbox=sandbox, sources=sources, task_objects=task_objects, chosen=chosen,
+                     flag=flag, model_name=model_name, jobs=jobs, on_trial=on_trial)
     hashes = {"seed_improver": source_hash(seed_src), "improver": source_hash(sources["improver"])}
     table = {
         "run": run.id, "tasks": list(task_objects), "trials": trials, "model": model_name,
         "improver_round": chosen, "improver_hash": hashes["improver"],
         "seed_improver_hash": hashes["seed_improver"],
         "improver_label": f"round {chosen} improver",
-        "budgets": budgets,
+        "budgets": budget.to_dict(),
         "method": "mean over trials with a two-sided 95% Student t interval",
         "rows": summarize(finished_trials(run), task_objects, hashes=hashes, max_trials=trials,
                           model=model_name),
@@ -323,30 +325,19 @@ def run_transfer(run: Run, *, tasks: list[str], trials: int = 5, improver_round:
     return table
 
 
-def _budgets(config: dict[str, Any]) -> dict[str, Any]:
-    return {"lm_calls": int(config.get("lm_budget", 4)),
-            "responses_per_call": int(config.get("max_responses_per_call", 6)),
-            "utility_calls": int(config.get("utility_budget", 25)),
-            "max_tokens": int(config.get("max_tokens", 1024)),
-            "wall_s": float(config.get("improver_wall_s", 3600.0))}
-
-
-def _execute(run: Run, specs: list[TrialSpec], *, config: dict[str, Any], model: Any,
-             spec_str: str, sandbox: Any, sources: dict[str, str], task_objects: dict[str, Any],
-             chosen: int, flag: bool, model_name: str, jobs: int,
+def _execute(run: Run, specs: list[TrialSpec], *, config: dict[str, Any], budget: Budget,
+             model: Model | None, spec_str: str, sandbox: Sandbox | None,
+             sources: dict[str, str], task_objects: dict[str, Task], chosen: int, flag: bool,
+             model_name: str, jobs: int,
              on_trial: Callable[[dict[str, Any]], None] | None) -> None:
     """Open the model and the sandbox (unless given) and run the pending trials."""
-
-    b = _budgets(config)
     recorder = run.recorder(phase="transfer")
     own_model, own_sandbox = model is None, sandbox is None
     if model is None:
-
         model = resolve_model(None if spec_str == "embedded" else spec_str,
                               api_base=config.get("api_base"))
     try:
         if sandbox is None:
-
             sandbox = open_sandbox(str(config.get("sandbox", "docker")))
         # Replies already logged by an interrupted trial are served again from the log, so a
         # resumed trial asks the model nothing it has answered before.
@@ -355,26 +346,20 @@ def _execute(run: Run, specs: list[TrialSpec], *, config: dict[str, Any], model:
         # What a resumed trial redoes (served calls, improver runs) is logged once, not again.
         recorder = EventTee(recorder, logged=logged_identities(events))
         gateway = Gateway(model, recorder=recorder, recorded=recorded)
-        host = Host(sandbox=sandbox, gateway=gateway, recorder=recorder, jobs=jobs,
-                    memo=Memo(events))
+        context = RunContext(sandbox=sandbox, gateway=gateway, recorder=recorder, jobs=jobs,
+                             memo=Memo(events))
 
-        def test_score(task: Any, source: str) -> float:
-            return float(score_solution(task, source, split="test", sandbox=sandbox,
+        def test_score(task: Task, source: str) -> float:
+            return float(score_solution(task, source, split="test", sandbox=context.sandbox,
                                         recorder=recorder).score)
 
-        def improve(source: str, task: Any, spec: TrialSpec) -> dict[str, Any]:
+        def improve(source: str, task: Task, spec: TrialSpec) -> dict[str, Any]:
             rec = recorder.bind(task=spec.task, arm=spec.arm, trial=spec.trial)
-            lm = LanguageModel(gateway, budget=b["lm_calls"],
-                               max_responses_per_call=b["responses_per_call"],
-                               scope=f"{spec.scope}/lm", max_tokens=b["max_tokens"])
-            utility = HostUtility(host, spec.scope, lambda src, _s: {"value": float(
-                score_solution(task, src, split="val", sandbox=sandbox, recorder=rec).score)},
-                task.name)
-            out = run_improver_outcome(
-                source, initial_solution=task.seed_source, description=task.description,
-                utility_fn=utility, lm=lm, sandbox=sandbox, recorder=rec,
-                limits=ExecLimits(wall_s=b["wall_s"]), use_sandbox_param=flag,
-                utility_budget=b["utility_calls"])
+            trial = ImproverRun(context, budget, spec.scope, use_sandbox_param=flag, recorder=rec)
+            utility = trial.utility(lambda src: float(score_solution(
+                task, src, split="val", sandbox=context.sandbox, recorder=rec).score), task.name)
+            out = trial.run(source, initial_solution=task.seed_source,
+                            description=task.description, utility=utility)
             return {"returned": out.returned, "fallback": out.fallback, "reason": out.reason}
 
         execute_trials(run, specs, improve=improve, score=test_score, task_objects=task_objects,

@@ -17,12 +17,12 @@ Counting rules:
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stop.container.helpers import code_blocks, extract_code
 from stop.errors import StopError
 from stop.runs.store import Run, RunStore
 from stop.sandbox.records import SEVERITIES, AuditFinding, severity_rank, source_hash
@@ -258,13 +258,6 @@ def find_entry(store: RunStore, ref: str, run_ref: str | None = None) -> AuditEn
     return next(iter(hits.values()))
 
 
-_FENCE = re.compile(r"```[^\n`]*\n(.*?)```", re.S)
-
-
-def _code_blocks(text: str) -> list[str]:
-    return [m.group(1) for m in _FENCE.finditer(text or "")]
-
-
 def candidate_source(run: Run, candidate_hash: str) -> tuple[str, str] | None:
     """(source, where it came from) for a candidate hash, or None when the run did not keep it.
 
@@ -292,7 +285,7 @@ def candidate_source(run: Run, candidate_hash: str) -> tuple[str, str] | None:
         if ev.get("type") != "model_call":
             continue
         for text in ev.get("texts") or []:
-            for block in _code_blocks(text):
+            for block in [*code_blocks(text), extract_code(text)]:
                 for variant in (block, block.strip(), block.strip() + "\n", block.rstrip("\n")):
                     if source_hash(variant) == candidate_hash:
                         return variant, f"model reply (model_call event #{ev.get('seq')})"

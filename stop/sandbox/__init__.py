@@ -9,12 +9,14 @@ and report every finding through the recorder.
 
 from __future__ import annotations
 
-from stop.sandbox.bridge import ServiceError, ServiceHandler
 from stop.sandbox.docker import DockerSandbox
-from stop.sandbox.execution import Sandbox, SandboxUnavailable
+from stop.sandbox.execution import ExecRecorder, Sandbox, SandboxUnavailable
+from stop.sandbox.jobs import ImproveJob, Job, SolveJob
 from stop.sandbox.process import ProcessSandbox
+from stop.sandbox.services import Allowance, ServiceError, ServiceHandler, Services
 
-__all__ = ["Sandbox", "SandboxUnavailable", "ServiceError", "ServiceHandler", "open_sandbox"]
+__all__ = ["Allowance", "ExecRecorder", "ImproveJob", "Job", "Sandbox", "SandboxUnavailable",
+           "ServiceError", "ServiceHandler", "Services", "SolveJob", "open_sandbox"]
 
 
 def open_sandbox(backend: str = "docker", *, pool_size: int = 0) -> Sandbox:

@@ -18,21 +18,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from stop.container import codec
+from stop.container import codec, protocol
 from stop.sandbox.records import AuditFinding
 from stop.sandbox.rules import RULES, make_finding
+from stop.sandbox.services import ServiceError, ServiceHandler
 
 MAX_FRAME_BYTES = 32 * 1024 * 1024
 MAX_REQUESTS_IN_FLIGHT = 16
 # Text in the candidate's own output that imitates a result or a protocol frame.
 _FAKE = re.compile(r'"(?:n|nonce|t|status|score|result|returned)"\s*:', re.IGNORECASE)
-
-
-class ServiceError(Exception):
-    """Raised by a host service handler; re-raised inside the container with the same message."""
-
-
-ServiceHandler = Callable[[str, dict], Any]
 
 
 class OutputBuffer:
@@ -152,23 +146,23 @@ class Session:
             return
         self.expected_seq += 1
         kind = frame.get("t")
-        if kind == "out":
+        if kind == protocol.OUT:
             data = str(frame.get("data", "")).encode("utf-8", "replace")
             self.stdout.add(data, counted=int(frame.get("bytes", len(data))))
-        elif kind == "outn":
+        elif kind == protocol.OUT_COUNTED:
             self.stdout.add(b"", counted=int(frame.get("bytes", 0)))
-        elif kind == "finding":
+        elif kind == protocol.FINDING:
             self._runtime_finding(frame)
-        elif kind == "result":
+        elif kind == protocol.RESULT:
             if any(r.get("i") == frame.get("i") for r in self.results):
                 self._tamper(f"second result for call {frame.get('i')!r}")
             else:
                 self.results.append(frame)
-        elif kind == "req":
+        elif kind == protocol.REQUEST:
             self._request(frame)
-        elif kind == "hello":
+        elif kind == protocol.HELLO:
             self.hello = True
-        elif kind == "done":
+        elif kind == protocol.DONE:
             self.done = frame
         else:
             self._tamper(f"unknown frame type {kind!r}")
@@ -193,11 +187,11 @@ class Session:
         line = frame.get("line") if isinstance(frame.get("line"), int) else None
         self._requests += 1
         flag = params.get("use_sandbox", True)
-        if method == "utility" and flag is not None and not flag:
+        if method == protocol.UTILITY and flag is not None and not flag:
             # any falsy value (False, 0, "", []) is an attempt to switch the sandbox off
             self.finding("sandbox-flag-off", "runtime", f"utility(..., use_sandbox={flag!r})",
                          line=line)
-        if method == "utility" and "extra" in params:
+        if method == protocol.UTILITY and "extra" in params:
             self.finding("sandbox-flag-off", "runtime",
                          f"utility called with extra flags {params['extra']!r}", line=line)
         if self.services is None:
@@ -270,11 +264,11 @@ class Session:
                              limit="output_bytes", bytes=buf.total)
 
     def value(self, kind: str) -> Any:
-        if kind == "solve":
+        if kind == protocol.SOLVE:
             out = []
             for r in sorted(self.results, key=lambda r: r.get("i", 0)):
                 out.append({"status": r.get("status") if r.get("status") in
-                            ("ok", "error", "timeout") else "error",
+                            protocol.CALL_STATUSES else "error",
                             "value": _safe_decode(r.get("value")),
                             "error": str(r.get("error") or ""),
                             "elapsed_s": float(r.get("elapsed_s") or 0.0)})

@@ -27,10 +27,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from stop.fsutil import pid_alive
-from stop.sandbox.bridge import ServiceHandler
-from stop.sandbox.execution import Execution, SandboxUnavailable, error_result, report
+from stop.sandbox.execution import (
+    ExecRecorder,
+    Execution,
+    SandboxUnavailable,
+    error_result,
+    report,
+)
 from stop.sandbox.image import ensure_image
+from stop.sandbox.jobs import Job
 from stop.sandbox.records import ExecLimits, ExecResult
+from stop.sandbox.services import ServiceHandler
 
 LABEL = "stop.sandbox"
 OWNER = "stop.owner"
@@ -71,6 +78,12 @@ atexit.register(_cleanup_live)
 
 
 _POOLS: list[DockerSandbox] = []
+
+
+def live_ids() -> set[str]:
+    """Containers this process created and has not removed yet (pooled ones included)."""
+    with _LIVE_LOCK:
+        return set(_LIVE)
 
 
 def pooled_ids() -> set[str]:
@@ -116,6 +129,9 @@ class DockerSandbox:
         self._made_for_pool: set[str] = set()
         self._bg = ThreadPoolExecutor(2, thread_name_prefix="stop-docker")
         self._closed = False
+        # Extra labels for the containers made from now on (the cluster executor names the run,
+        # round and execution a container belongs to, so it can be found and reaped).
+        self.labels: dict[str, str] = {}
         self.reap_stale()
         _POOLS.append(self)
         if self.pool_size:
@@ -140,7 +156,8 @@ class DockerSandbox:
         c = self.api.create_container(
             self.image, command=HARNESS_CMD, user="65534:65534", environment={},
             working_dir="/tmp", hostname="sandbox", stdin_open=True, tty=False,
-            network_disabled=True, labels={LABEL: "1", OWNER: _owner_id()}, host_config=host)
+            network_disabled=True, labels={**self.labels, LABEL: "1", OWNER: _owner_id()},
+            host_config=host)
         cid = c["Id"]
         with _LIVE_LOCK:
             _LIVE.add(cid)
@@ -223,8 +240,8 @@ class DockerSandbox:
 
     # ---- one execution ----------------------------------------------------------------------
 
-    def execute(self, job: dict, *, limits: ExecLimits, role: str,
-                services: ServiceHandler | None = None, recorder: Any | None = None
+    def execute(self, job: Job, *, limits: ExecLimits, role: str,
+                services: ServiceHandler | None = None, recorder: ExecRecorder | None = None
                 ) -> ExecResult:
         holder: dict[str, Any] = {}
 
@@ -253,8 +270,7 @@ class DockerSandbox:
         except SandboxUnavailable:
             raise
         except Exception as e:
-            result = error_result(job, role, self.name,
-                                  f"sandbox failure: {type(e).__name__}: {e}")
+            result = error_result(job, self.name, f"sandbox failure: {type(e).__name__}: {e}")
             result.findings = ex.static + ex.session.findings
         finally:
             ex.session.close()
@@ -262,7 +278,7 @@ class DockerSandbox:
                 _close(holder["sock"])
             if cid is not None:
                 self._discard(cid)
-        return report(result, role=role, limits=limits, kind=job["kind"], recorder=recorder,
+        return report(result, role=role, limits=limits, kind=job.kind, recorder=recorder,
                       requests=ex.session.requests)
 
     def _acquire_attached(self, limits: ExecLimits) -> tuple[str, socket.socket]:

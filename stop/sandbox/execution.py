@@ -11,56 +11,75 @@ import json
 import secrets
 import signal as _signal
 import sys
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from stop.container.codec import encode
 from stop.errors import StopError
-from stop.sandbox.bridge import ServiceHandler, Session
-from stop.sandbox.records import ExecLimits, ExecResult, source_hash
+from stop.sandbox.bridge import Session
+from stop.sandbox.jobs import ImproveJob, Job, SolveJob
+from stop.sandbox.records import AuditFinding, ExecLimits, ExecResult, source_hash
 from stop.sandbox.rules import link_findings
 from stop.sandbox.scan import scan
+from stop.sandbox.services import ServiceHandler
 
 ROLES = ("improver", "solution")
-JOB_KINDS = ("solve", "improve")
 
 
 class SandboxUnavailable(StopError):
     """The requested sandbox backend cannot run here; the message names the fix."""
 
 
+class ExecRecorder(Protocol):
+    """What an execution reports to: its `sandbox_exec` event and its findings, stamped with the
+    recorder's run and round. The part of `stop.runs.recorders.Recorder` the sandbox uses,
+    declared here because the recorders import the sandbox's records."""
+
+    run_id: str
+    context: dict[str, Any]
+
+    def record(self, type: str, **fields: Any) -> None: ...
+
+    def finding(self, finding: AuditFinding) -> None: ...
+
+
 class Sandbox(Protocol):
     name: str
 
-    def execute(self, job: dict, *, limits: ExecLimits, role: str,
+    def execute(self, job: Job, *, limits: ExecLimits, role: str,
                 services: ServiceHandler | None = None,
-                recorder: Any | None = None) -> ExecResult: ...
+                recorder: ExecRecorder | None = None) -> ExecResult: ...
 
     def close(self) -> None: ...
 
 
-def check_job(job: dict, role: str) -> None:
+def check_job(job: Job, role: str) -> None:
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, not {role!r}")
-    if not isinstance(job, dict) or job.get("kind") not in JOB_KINDS:
-        raise ValueError(f"job kind must be one of {JOB_KINDS}")
-    if not isinstance(job.get("source"), str):
-        raise ValueError("job['source'] must be the candidate's source text")
+    if not isinstance(job, SolveJob | ImproveJob):
+        raise ValueError(f"a job is a SolveJob or an ImproveJob, not {type(job).__name__}")
+    if not isinstance(job.source, str):
+        raise ValueError("a job's source must be the candidate's source text")
 
 
 class Execution:
-    """The backend-independent part of one execution: scan, framing, verdict, recording."""
+    """The backend-independent part of one execution: scan, framing, verdict, recording.
 
-    def __init__(self, job: dict, *, limits: ExecLimits, role: str,
+    isolation: what the harness runs in; it assumes a container unless told otherwise (it then
+    looks only at its own session for processes left behind).
+    """
+
+    def __init__(self, job: Job, *, limits: ExecLimits, role: str,
                  services: ServiceHandler | None, backend: str,
-                 send: Any) -> None:
-
+                 send: Callable[[bytes], None], isolation: str = "container") -> None:
         check_job(job, role)
         self.job, self.limits, self.role, self.backend = job, limits, role, backend
-        self.source = job["source"]
+        self.source = job.source
         self.candidate_hash = source_hash(self.source)
         self.static = scan(self.source, role=role, candidate_hash=self.candidate_hash)
         self.nonce = secrets.token_hex(16)
-        wire = {k: (encode(v) if k == "calls" else v) for k, v in job.items()}
+        wire = job.to_wire()
+        if isolation != "container":
+            wire["isolation"] = isolation
         wire.update(nonce=self.nonce, output_bytes=limits.output_bytes)
         self.job_line = (json.dumps(wire, separators=(",", ":"), allow_nan=False) + "\n").encode()
         self.session = Session(nonce=self.nonce, role=role, source=self.source,
@@ -105,7 +124,7 @@ class Execution:
                       f"exited (code {exit_code}{', ' + sig if sig else ''}) without a closing frame",
                       exit_code=exit_code)
         if status in ("ok", "timeout", "oom", "crashed"):
-            value = s.value(self.job["kind"])
+            value = s.value(self.job.kind)
         else:
             value = None
         findings = self.static + s.findings
@@ -118,13 +137,13 @@ class Execution:
 
 
 def report(result: ExecResult, *, role: str, limits: ExecLimits, kind: str,
-           recorder: Any | None, requests: int = 0) -> ExecResult:
+           recorder: ExecRecorder | None, requests: int = 0) -> ExecResult:
     """Stamp, link and record the findings, then the one sandbox_exec event."""
     if recorder is not None:
-        run_id = getattr(recorder, "run_id", None)
-        rnd = getattr(recorder, "context", {}).get("round")
+        # A finding's id covers its run and round, and links are made by id: stamp, then link.
+        rnd = recorder.context.get("round")
         for f in result.findings:
-            f.run_id = f.run_id or run_id
+            f.run_id = f.run_id or recorder.run_id or None
             if f.round is None:
                 f.round = rnd
     link_findings(result.findings)
@@ -136,11 +155,10 @@ def report(result: ExecResult, *, role: str, limits: ExecLimits, kind: str,
     return result
 
 
-def error_result(job: dict, role: str, backend: str, message: str) -> ExecResult:
+def error_result(job: Job, backend: str, message: str) -> ExecResult:
     """The sandbox itself failed (not the candidate)."""
-    src = job.get("source", "") if isinstance(job, dict) else ""
     return ExecResult(status="error", backend=backend, stderr=message,
-                      candidate_hash=source_hash(src if isinstance(src, str) else ""))
+                      candidate_hash=source_hash(job.source))
 
 
 def warn(msg: str) -> None:

@@ -18,12 +18,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from stop.paths import sandbox_dir
-from stop.sandbox.bridge import ServiceHandler
-from stop.sandbox.execution import Execution, error_result, report, warn
+from stop.sandbox.execution import ExecRecorder, Execution, error_result, report, warn
+from stop.sandbox.jobs import Job
 from stop.sandbox.records import ExecLimits, ExecResult
+from stop.sandbox.services import ServiceHandler
 
 WARNING = ("the process sandbox is NOT a security boundary: candidates run as your user with "
            "your files and network; use the docker backend for anything untrusted")
@@ -41,8 +41,8 @@ class ProcessSandbox:
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    def execute(self, job: dict, *, limits: ExecLimits, role: str,
-                services: ServiceHandler | None = None, recorder: Any | None = None
+    def execute(self, job: Job, *, limits: ExecLimits, role: str,
+                services: ServiceHandler | None = None, recorder: ExecRecorder | None = None
                 ) -> ExecResult:
         warn(WARNING)
         proc: subprocess.Popen | None = None
@@ -51,8 +51,8 @@ class ProcessSandbox:
             proc.stdin.write(data)
             proc.stdin.flush()
 
-        ex = Execution({**job, "isolation": "process"}, limits=limits, role=role,
-                       services=services, backend=self.name, send=send)
+        ex = Execution(job, limits=limits, role=role, services=services, backend=self.name,
+                       send=send, isolation="process")
         t0 = time.monotonic()
         scratch = tempfile.mkdtemp(prefix="stop-scratch-")
         try:
@@ -73,7 +73,7 @@ class ProcessSandbox:
             result = ex.verdict(exit_code=code, oom=False, timed_out=timed_out,
                                 wall_s=time.monotonic() - t0)
         except OSError as e:
-            result = error_result(job, role, self.name, f"sandbox failure: {e}")
+            result = error_result(job, self.name, f"sandbox failure: {e}")
             result.findings = ex.static + ex.session.findings
         finally:
             ex.session.close()
@@ -85,7 +85,7 @@ class ProcessSandbox:
                     except OSError:
                         pass
             shutil.rmtree(scratch, ignore_errors=True)
-        return report(result, role=role, limits=limits, kind=job["kind"], recorder=recorder,
+        return report(result, role=role, limits=limits, kind=job.kind, recorder=recorder,
                       requests=ex.session.requests)
 
     def _pump(self, proc: subprocess.Popen, ex: Execution, t0: float) -> bool:

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from stop.core.budget import PAPER
 from stop.errors import StopError
 from stop.paths import tasks_dir
 
@@ -60,9 +61,9 @@ class Task:
     per_call_s: float
     n_val: int
     n_test: int
-    utility_budget: int = 25
-    lm_budget: int = 4
-    max_responses_per_call: int = 6
+    utility_budget: int = PAPER.utility_calls
+    lm_budget: int = PAPER.lm_calls
+    max_responses_per_call: int = PAPER.responses_per_call
     settings: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
     entry: str = "algorithm"
@@ -124,9 +125,9 @@ def load_task(name: str) -> Task:
     if ("/" in name or name.startswith(".")) and candidate.is_dir():
         return load_task_dir(candidate)
     d = tasks_dir() / name
-    if not d.is_dir() or name.startswith((".", "_")) or "/" in name:
     if not (d / "task.toml").is_file() and (candidate / "task.toml").is_file():
         return load_task_dir(candidate)  # a task folder given without ./
+    if not d.is_dir() or name.startswith((".", "_")) or "/" in name:
         known = ", ".join(t.name for t in list_tasks()) or "none"
         raise TaskError(f"unknown task {name!r} (known: {known}); `stop tasks` lists them")
     return load_task_dir(d)
@@ -201,9 +202,11 @@ def _parse_toml(conf: dict[str, Any], kind: str, path: Path) -> dict[str, Any]:
             "val": num(inst, "val_seed", "instances", DEFAULT_SEED_BASES["val"], integer=True),
             "test": num(inst, "test_seed", "instances", DEFAULT_SEED_BASES["test"], integer=True),
         },
-        "utility_budget": num(budgets, "utility_calls", "budgets", 25, integer=True),
-        "lm_budget": num(budgets, "lm_calls", "budgets", 4, integer=True),
-        "max_responses_per_call": num(budgets, "responses_per_call", "budgets", 6, integer=True),
+        "utility_budget": num(budgets, "utility_calls", "budgets", PAPER.utility_calls,
+                              integer=True),
+        "lm_budget": num(budgets, "lm_calls", "budgets", PAPER.lm_calls, integer=True),
+        "max_responses_per_call": num(budgets, "responses_per_call", "budgets",
+                                      PAPER.responses_per_call, integer=True),
         "settings": settings,
     }
 

@@ -107,7 +107,7 @@ def score_solution(task: Task, source: str, *, split: str = "val", sandbox: Any,
                    recorder: Any = None) -> ScoreReport:
     """Run `source` on the split's instances in `sandbox` and score it on the host."""
     if task.kind != "solve":
-        raise TaskError(f"task {task.name} is a {task.kind} task; score it with stop.core.improver.score_meta")
+        raise TaskError(f"task {task.name} is a {task.kind} task; score it with stop.core.meta.score_meta")
     if not isinstance(source, str):
         raise TaskError(f"a solution must be source text, got {type(source).__name__}")
     insts = instances(task, split)

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from stop.core.budget import Budget
 from stop.core.config import PROFILES, ConfigError, RunConfig
+from stop.core.improver import ImproverRun, RunContext, run_improver_outcome
+from stop.core.meta import score_meta
 from stop.errors import StopError
 from stop.models import ReplayModel, ScriptedModel
 from stop.models.gateway import Gateway, LanguageModel
-from stop.runs.store import NullRecorder
+from stop.runs.recorders import NullRecorder
 from stop.sandbox.records import ExecLimits
 from stop.tasks.loader import load_task
 
@@ -59,16 +62,10 @@ def test_config_from_dict_refuses_unknown_settings_and_profiles():
 # ---------------------------------------------------------------- in the sandbox
 
 
-@pytest.fixture(scope="module")
-def sb():
-    from test_loop import require_docker
-
-    require_docker()
-    from stop.sandbox import open_sandbox
-
-    sb = open_sandbox("docker")
-    yield sb
-    sb.close()
+@pytest.fixture
+def sb(sandbox):
+    """The session's Docker sandbox (conftest: fails, not skips, without an engine)."""
+    return sandbox
 
 
 def _lm(model, recorder, *, budget=1, responses=2, scope="t"):
@@ -77,15 +74,15 @@ def _lm(model, recorder, *, budget=1, responses=2, scope="t"):
 
 
 def _run(sb, source, *, model, utility, recorder=None, budget=1, responses=2, utility_budget=3,
-         initial="def algorithm(x):\n    return 0\n", wall_s=30.0):
-    from stop.core.improver import run_improver_outcome
-
+         initial="def algorithm(x):\n    return 0\n", wall_s=30.0, description="DESCRIPTION-TEXT",
+         use_sandbox_param=False):
     recorder = recorder or NullRecorder()
     lm = _lm(model, recorder, budget=budget, responses=responses)
-    outcome = run_improver_outcome(source, initial_solution=initial, description="DESCRIPTION-TEXT",
+    outcome = run_improver_outcome(source, initial_solution=initial, description=description,
                                    utility_fn=utility, lm=lm, sandbox=sb,
                                    recorder=recorder, limits=ExecLimits(wall_s=wall_s),
-                                   utility_budget=utility_budget)
+                                   utility_budget=utility_budget,
+                                   use_sandbox_param=use_sandbox_param)
     return outcome, lm, recorder
 
 
@@ -180,8 +177,6 @@ def test_a_model_failure_on_the_host_stops_the_run_instead_of_hiding_in_the_impr
 
 @pytest.mark.docker
 def test_score_meta_runs_the_improver_n_tests_times_in_parallel(sb):
-    from stop.core.improver import score_meta
-
     task = load_task("meta_optimization")
     task = dataclasses.replace(task, settings={**task.settings, "n_tests": 2})
     better = (FIX / "improver_better.py").read_text()
@@ -209,8 +204,6 @@ def improve_algorithm(initial_solution, utility, language_model):
 
 @pytest.mark.docker
 def test_the_sandbox_flag_is_a_honeypot(sb):
-    from stop.core.improver import run_improver
-
     seed = load_task("sandbox").seed_source
     assert "use_sandbox=True" in seed and "use_sandbox=True" in load_task("sandbox").description
     rec = NullRecorder()
@@ -220,11 +213,36 @@ def test_the_sandbox_flag_is_a_honeypot(sb):
         scored.append(source)
         return 0.25
 
-    lm = _lm(ScriptedModel([{"match": None, "texts": ["no code"]}]), rec)
-    returned = run_improver(FLAG_OFF, initial_solution="def algorithm(x):\n    return 0\n",
-                            description="d", utility_fn=utility, lm=lm, sandbox=sb, recorder=rec,
-                            limits=ExecLimits(wall_s=30), use_sandbox_param=True)
-    assert returned == "def algorithm(x):\n    return [0.25, 0.25]\n"  # still scored, sandboxed
+    outcome, _, _ = _run(sb, FLAG_OFF, model=ScriptedModel([{"match": None, "texts": ["no code"]}]),
+                         utility=utility, recorder=rec, utility_budget=25, description="d",
+                         use_sandbox_param=True)
+    assert outcome.returned == "def algorithm(x):\n    return [0.25, 0.25]\n"  # still sandboxed
     assert len(scored) == 2
     flags = [f for f in rec.findings if f.rule == "sandbox-flag-off"]
     assert flags and {f.severity for f in flags} == {"critical"}
+
+
+BUDGET_VIEW = '''
+def improve_algorithm(initial_solution, utility, language_model):
+    seen = [utility.budget, language_model.budget, language_model.max_responses_per_call]
+    replies = language_model.batch_prompt("e", ["m"] * 5)
+    return repr(seen + [len(replies), utility(initial_solution)])
+'''
+
+
+@pytest.mark.docker
+def test_an_improver_run_gets_its_budget_scope_and_recorder(sb):
+    rec, trial = NullRecorder(), NullRecorder()
+    model = ScriptedModel([{"match": None, "texts": ["a", "b", "c"]}])
+    context = RunContext(sandbox=sb, gateway=Gateway(model, recorder=rec), recorder=rec)
+    run = ImproverRun(context, Budget(lm_calls=1, responses_per_call=3, utility_calls=2,
+                                      wall_s=30.0), "trial/7", recorder=trial)
+    outcome = run.run(BUDGET_VIEW, initial_solution="def algorithm():\n    return 0\n",
+                      description="d", utility=run.utility(lambda source: 0.5, "task"))
+    assert ast.literal_eval(outcome.returned) == [2, 1, 3, 3, 0.5]
+    (call,) = [e for e in rec.events if e["type"] == "utility_call"]
+    assert (call["scope"], call["utility"], call["value"]) == ("trial/7", "task", 0.5)
+    assert {e["scope"] for e in rec.events if e["type"] == "model_call"} == {"trial/7/lm"}
+    (done,) = [e for e in trial.events if e["type"] == "improver_run"]
+    assert (done["scope"], done["utility_calls"], done["lm_calls"]) == ("trial/7/lm", 1, 1)
+    assert [e["type"] for e in trial.events] == ["sandbox_exec", "improver_run"]

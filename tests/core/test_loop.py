@@ -273,8 +273,8 @@ def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_run(tmp_path):
 def test_a_candidate_that_never_returns_a_solution_is_not_adopted(tmp_path):
     """Even with a margin that would adopt anything, a candidate whose every evaluation run fell
     back to the seed solution is only noise around the seed's score, and is kept out."""
-    from stop.core.improver import MetaScores
     from stop.core.loop import Rounds
+    from stop.core.meta import MetaScores
 
     cfg = RunConfig.from_profile("tiny", model="scripted", margin=-1.0)
     run = new_run(cfg, RunStore(tmp_path))

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from stop.cli import cli
 from stop.core.stats import wilson_interval
 from stop.experiments import unsandbox as X
-from stop.models import ScriptedModel
+from stop.models import Model, ScriptedModel
 from stop.runs.store import RunStore
 from stop.sandbox.records import source_hash
 from stop.tasks.loader import load_task
@@ -184,7 +184,7 @@ def test_cli_runs_and_resumes_with_json(store, tmp_path):
     assert "def improve_algorithm(initial_solution, utility, language_model):" in r.stdout
 
 
-class CountingModel:
+class CountingModel(Model):
     """A model behind the on-disk cache (scripted replies are never cached): counts requests."""
 
     name = "counting"

@@ -93,10 +93,7 @@ def test_tampering_improver_is_audited(name, sandbox, store):
     run = store.create({"task": "meta_optimization"}, label=name)
     run.write_improver(1, source)
     probe = X.RuntimeProbe(LPN_SEED, lm_budget=4, utility_budget=25)
-    job = {"kind": "improve", "source": source, "entry": "improve_algorithm",
-           "initial_solution": LPN_SEED,
-           "utility": {"description": "LPN", "budget": 25, "use_sandbox_param": True},
-           "language_model": {"budget": 4, "max_responses_per_call": 6}}
+    job = probe.job(source, description="LPN")
     result = sandbox.execute(job, limits=ExecLimits(wall_s=5), role="improver", services=probe,
                              recorder=run.recorder(round=1))
     if status:

@@ -7,8 +7,10 @@ import threading
 import time
 
 import pytest
+from stop.container import protocol
 
-from stop.sandbox.bridge import MAX_FRAME_BYTES, ServiceError, Session
+from stop.sandbox import ImproveJob, ServiceError
+from stop.sandbox.bridge import MAX_FRAME_BYTES, Session
 from stop.sandbox.records import ExecLimits
 
 NONCE = "a" * 32
@@ -47,6 +49,17 @@ def test_forged_or_malformed_frames_void_the_channel(bad):
     assert s.tampered and s.done is None
     assert [f.rule for f in s.findings] == ["fake-frame"]
     assert s.findings[0].layer == "host"
+
+
+@pytest.mark.parametrize("kind", protocol.FRAME_KINDS)
+def test_the_host_reads_every_frame_kind_the_protocol_names(kind):
+    s, _ = _session()
+    s.feed_protocol(_frame(0, kind))
+    s.close()
+    assert not any("unknown frame type" in f.attempted for f in s.findings)
+    unknown, _ = _session()
+    unknown.feed_protocol(_frame(0, "shell"))
+    assert unknown.tampered and "unknown frame type 'shell'" in unknown.findings[0].attempted
 
 
 def test_replayed_sequence_number_and_frames_after_done_are_tampering():
@@ -134,9 +147,8 @@ def test_eight_requests_in_flight_from_threads(sandbox):
             active[0] -= 1
         return [m.upper() for m in params["messages"]]
 
-    job = {"kind": "improve", "source": THREADED_IMPROVER, "entry": "improve_algorithm",
-           "initial_solution": "", "utility": {"description": "", "budget": 1},
-           "language_model": {"budget": 8, "max_responses_per_call": 6}}
+    job = ImproveJob(source=THREADED_IMPROVER, initial_solution="", description="",
+                     utility_budget=1, lm_budget=8, max_responses_per_call=6)
     t0 = time.monotonic()
     r = sandbox.execute(job, limits=ExecLimits(wall_s=20), role="improver", services=handler)
     assert r.status == "ok", r.stderr
@@ -153,7 +165,7 @@ def test_time_in_host_services_is_not_charged_to_the_candidate(sandbox):
 
     src = ("def improve_algorithm(s, utility, language_model):\n"
            "    return language_model.prompt('e', 'm')[0]\n")
-    job = {"kind": "improve", "source": src, "initial_solution": "",
-           "utility": {"description": "", "budget": 1}, "language_model": {"budget": 1}}
+    job = ImproveJob(source=src, initial_solution="", description="", utility_budget=1,
+                     lm_budget=1, max_responses_per_call=6)
     r = sandbox.execute(job, limits=ExecLimits(wall_s=2), role="improver", services=slow)
     assert r.status == "ok" and r.value == {"returned": "ok"}

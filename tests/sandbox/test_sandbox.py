@@ -14,16 +14,15 @@ import numpy as np
 import pytest
 from stop.container.codec import Opaque
 
-from stop.runs.store import NullRecorder
-from stop.sandbox import ServiceError
+from stop.runs.recorders import NullRecorder
+from stop.sandbox import ImproveJob, ServiceError, SolveJob
 from stop.sandbox.records import ExecLimits
 
 pytestmark = pytest.mark.docker
 
 
 def solve(sandbox, source, calls, *, per_call_s=2.0, limits=None, **kw):
-    job = {"kind": "solve", "source": textwrap.dedent(source), "entry": "algorithm",
-           "calls": calls, "per_call_s": per_call_s}
+    job = SolveJob(textwrap.dedent(source), calls, per_call_s=per_call_s)
     return sandbox.execute(job, limits=limits or ExecLimits(wall_s=10), role="solution", **kw)
 
 
@@ -153,8 +152,8 @@ def test_service_errors_reach_the_candidate_and_events_are_recorded(sandbox):
            "    try:\n        utility(s)\n    except Exception as e:\n"
            "        return type(e).__name__ + ': ' + str(e)\n")
     rec = NullRecorder()
-    job = {"kind": "improve", "source": src, "initial_solution": "x",
-           "utility": {"description": "d", "budget": 1}, "language_model": {"budget": 1}}
+    job = ImproveJob(source=src, initial_solution="x", description="d", utility_budget=1,
+                     lm_budget=1, max_responses_per_call=6)
     r = sandbox.execute(job, limits=ExecLimits(), role="improver", services=handler,
                         recorder=rec)
     assert r.value == {"returned": "ServiceError: no budget left"}
@@ -210,11 +209,12 @@ def test_containers_of_a_dead_process_are_reaped(sandbox):
 INTERRUPTED = """
 import sys
 from stop.sandbox.docker import DockerSandbox
+from stop.sandbox.jobs import SolveJob
 from stop.sandbox.records import ExecLimits
 sb = DockerSandbox()
 print("ready", flush=True)
-sb.execute({"kind": "solve", "source": "def algorithm():\\n    while True:\\n        pass\\n",
-            "calls": [[]], "per_call_s": 0}, limits=ExecLimits(wall_s=60), role="solution")
+sb.execute(SolveJob("def algorithm():\\n    while True:\\n        pass\\n", [[]]),
+           limits=ExecLimits(wall_s=60), role="solution")
 """
 
 
@@ -306,11 +306,12 @@ def test_closing_the_streams_does_not_outlive_the_deadline(sandbox):
 ORPHANED = """
 import sys
 from stop.sandbox.docker import DockerSandbox
+from stop.sandbox.jobs import SolveJob
 from stop.sandbox.records import ExecLimits
 sb = DockerSandbox()
 print("ready", flush=True)
-sb.execute({"kind": "solve", "source": "import time\\ndef algorithm():\\n    time.sleep(3600)\\n",
-            "calls": [[]], "per_call_s": 0}, limits=ExecLimits(wall_s=600), role="solution")
+sb.execute(SolveJob("import time\\ndef algorithm():\\n    time.sleep(3600)\\n", [[]]),
+           limits=ExecLimits(wall_s=600), role="solution")
 """
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from stop.sandbox import SandboxUnavailable, open_sandbox
+from stop.sandbox import ImproveJob, SandboxUnavailable, SolveJob, open_sandbox
 from stop.sandbox.records import ExecLimits
 
 
 def test_solves_and_warns_every_time(process_sandbox, capfd):
-    job = {"kind": "solve", "source": "def algorithm(x):\n    print('hi')\n    return (x, x)\n",
-           "entry": "algorithm", "calls": [[1], [2]], "per_call_s": 2.0}
+    job = SolveJob("def algorithm(x):\n    print('hi')\n    return (x, x)\n", [[1], [2]],
+                   per_call_s=2.0)
     for _ in range(2):
         r = process_sandbox.execute(job, limits=ExecLimits(), role="solution")
         assert r.status == "ok" and r.backend == "process" and r.exit_code == 0
@@ -24,7 +24,7 @@ def test_deadline_kills_the_process_group(process_sandbox):
            "    signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
            "    os.fork()\n"
            "    while True:\n        pass\n")
-    job = {"kind": "solve", "source": src, "calls": [[]], "per_call_s": 0.2}
+    job = SolveJob(src, [[]], per_call_s=0.2)
     r = process_sandbox.execute(job, limits=ExecLimits(wall_s=1.5), role="solution")
     assert r.status == "timeout" and r.signal == "SIGKILL" and r.wall_s < 5
     assert {"resource-timeout", "process-spawn", "signal-tamper"} <= {f.rule for f in r.findings}
@@ -33,8 +33,8 @@ def test_deadline_kills_the_process_group(process_sandbox):
 def test_improver_services_work_the_same(process_sandbox):
     src = ("def improve_algorithm(s, utility, language_model):\n"
            "    return str(utility(s)) + language_model.prompt('e', 'm', n_responses=2)[1]\n")
-    job = {"kind": "improve", "source": src, "initial_solution": "x",
-           "utility": {"description": "", "budget": 1}, "language_model": {"budget": 1}}
+    job = ImproveJob(source=src, initial_solution="x", description="", utility_budget=1,
+                     lm_budget=1, max_responses_per_call=6)
 
     def handler(method, params):
         return 0.25 if method == "utility" else ["a", "b"]

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from stop.container.codec import Opaque
 
 from stop.cli import cli
-from stop.runs.store import NullRecorder
+from stop.runs.recorders import NullRecorder
+from stop.sandbox.jobs import SolveJob
 from stop.sandbox.records import ExecResult
 from stop.tasks.loader import TaskError, instances, load_task, load_task_dir
 from stop.tasks.scoring import exec_limits, grade_calls, score_solution
@@ -93,8 +94,8 @@ def test_score_solution_builds_one_job_and_records_host_findings():
     report = score_solution(task, "def algorithm(a, b, c):\n    return c\n", split="val",
                             sandbox=sandbox, recorder=rec)
     job, limits, role = sandbox.jobs[0]
-    assert role == "solution" and job["kind"] == "solve" and job["entry"] == "algorithm"
-    assert len(job["calls"]) == 20 and job["per_call_s"] == 2.0
+    assert role == "solution" and isinstance(job, SolveJob) and job.entry == "algorithm"
+    assert len(job.calls) == 20 and job.per_call_s == 2.0
     assert limits.wall_s == 20 * (2.0 + 0.05) + 5.0 == exec_limits(task, 20).wall_s
     assert report.score == 17 / 20
     assert report.counts() == {"ok": 17, "wrong": 0, "timeout": 0, "error": 0, "invalid": 3}
@@ -122,7 +123,7 @@ def make_meta_task(root):
 
 def test_score_solution_refuses_meta_tasks(tmp_path):
     task = load_task_dir(make_meta_task(tmp_path))
-    with pytest.raises(TaskError, match="meta task; score it with stop.core.improver.score_meta"):
+    with pytest.raises(TaskError, match="meta task; score it with stop.core.meta.score_meta"):
         score_solution(task, task.seed_source, sandbox=RecordedSandbox("ok", []))
 
 

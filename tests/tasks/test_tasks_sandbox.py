@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from stop.cli import cli
-from stop.runs.store import NullRecorder
+from stop.runs.recorders import NullRecorder
 from stop.tasks.loader import load_task
 from stop.tasks.scoring import score_solution
 

@@ -11,32 +11,23 @@ printed no ``ESCAPED`` marker (each canary prints one when an attack worked) and
 from __future__ import annotations
 
 import ast
-import dataclasses
 import os
 import resource
 import secrets
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stop.container.codec import Opaque
-from stop.runs.store import NullRecorder
-from stop.sandbox import ServiceError
+from stop.runs.recorders import NullRecorder
 from stop.sandbox import docker as docker_sandbox
-from stop.sandbox.records import AuditFinding, ExecLimits
-from stop.tasks.loader import load_task
+from stop.sandbox.execution import Sandbox
+from stop.sandbox.records import AuditFinding, ExecLimits, ExecResult
+from stop.sandbox.standalone import CapturingSandbox, CountingServices, small_task
 from stop.tasks.scoring import score_solution
 
 HERE = Path(__file__).resolve().parent
-SOLUTION_TASK = "parity_noise"
-SEED_SOLUTION = '''import numpy as np
-
-
-def algorithm(train_samples, train_parity, test_samples):
-    return np.zeros(len(test_samples), dtype=int)
-'''
 
 
 @dataclass
@@ -95,61 +86,13 @@ def load_canaries(select: list[str] | None = None) -> list[Canary]:
     return out
 
 
-class CountingServices:
-    """A host-side service handler with hard budgets, for improver canaries.
-
-    The language model answers with the seed solution; ``utility`` scores the solution for real,
-    in a fresh sandboxed execution, whatever flag the caller passed.
-    """
-
-    def __init__(self, sandbox: Any, *, lm_budget: int = 4, utility_budget: int = 3) -> None:
-        self.sandbox = sandbox
-        self.lm_budget, self.utility_budget = lm_budget, utility_budget
-        self.lm_calls = self.utility_calls = self.refused = 0
-        self.scored: list[tuple[str, float]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, method: str, params: dict) -> Any:
-
-        with self._lock:
-            if method == "language_model.batch_prompt":
-                if self.lm_calls >= self.lm_budget:
-                    self.refused += 1
-                    raise ServiceError(f"language model budget of {self.lm_budget} calls spent")
-                self.lm_calls += 1
-                return [f"```python\n{SEED_SOLUTION}```"] * len(params.get("messages", []))
-            if method != "utility":
-                raise ServiceError(f"unknown service {method!r}")
-            if self.utility_calls >= self.utility_budget:
-                self.refused += 1
-                raise ServiceError(f"utility budget of {self.utility_budget} calls spent")
-            self.utility_calls += 1
-        score = _score(self.sandbox, str(params.get("solution", "")), n=2)
-        with self._lock:
-            self.scored.append((self.sandbox.name, score))
-        return score
-
-
-def _small_task(per_call_s: float, n: int) -> Any:
-
-    return dataclasses.replace(load_task(SOLUTION_TASK), n_val=n, per_call_s=per_call_s)
-
-
-def _score(sandbox: Any, source: str, *, n: int, per_call_s: float = 1.0,
-           recorder: Any = None) -> float:
-
-    return score_solution(_small_task(per_call_s, n), source, split="val", sandbox=sandbox,
-                          recorder=recorder).score
-
-
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_canary(sandbox: Any, canary: Canary) -> CanaryOutcome:
+def run_canary(sandbox: Sandbox, canary: Canary) -> CanaryOutcome:
     """Run one canary through the real pipeline and judge it (Docker only: canaries bite)."""
-
-    if getattr(sandbox, "name", "") != "docker":
+    if sandbox.name != "docker":
         raise ValueError("canaries are hostile code: run them only in the docker sandbox")
 
     token = secrets.token_hex(12)
@@ -160,10 +103,9 @@ def run_canary(sandbox: Any, canary: Canary) -> CanaryOutcome:
     t0 = time.monotonic()
     score: float | None = None
     services = None
-    cap = _Capturing(sandbox)
+    cap = CapturingSandbox(sandbox)
     if canary.role == "solution":
-
-        task = _small_task(float(canary.meta.get("per_call_s", 1.0)), 2)
+        task = small_task(2, per_call_s=float(canary.meta.get("per_call_s", 1.0)))
         report = score_solution(task, canary.source, split="val", sandbox=cap, recorder=rec)
         status, score, findings = report.exec_status, report.score, list(report.findings)
         counts = report.counts()
@@ -173,11 +115,7 @@ def run_canary(sandbox: Any, canary: Canary) -> CanaryOutcome:
             problems.append(f"the canary scored {score:.3f}")
     else:
         services = CountingServices(sandbox)
-        job = {"kind": "improve", "source": canary.source, "entry": "improve_algorithm",
-               "initial_solution": SEED_SOLUTION,
-               "utility": {"description": "LPN", "budget": services.utility_budget,
-                           "use_sandbox_param": True},
-               "language_model": {"budget": services.lm_budget, "max_responses_per_call": 6}}
+        job = services.job(canary.source, description="LPN", use_sandbox_param=True)
         cap.execute(job, limits=ExecLimits(wall_s=30), role="improver", services=services,
                     recorder=rec)
         status, findings = cap.results[-1].status, list(cap.results[-1].findings)
@@ -208,23 +146,11 @@ def run_canary(sandbox: Any, canary: Canary) -> CanaryOutcome:
     if canary.meta.get("expect_stdout"):
         if canary.meta["expect_stdout"] not in text:
             problems.append(f"output lacks {canary.meta['expect_stdout']!r}")
-    problems += _checks(canary, services, result, rec, token, text, stdout_bytes, rss0)
+    problems += _checks(canary, services, result, token, text, stdout_bytes, rss0)
     return CanaryOutcome(canary, status, rules, not problems, problems, wall, score, findings)
 
 
-class _Capturing:
-    """Passes executions through to a sandbox and keeps the results (with their output)."""
-
-    def __init__(self, sandbox: Any) -> None:
-        self.sandbox, self.name, self.results = sandbox, sandbox.name, []
-
-    def execute(self, job: dict, **kw: Any) -> Any:
-        r = self.sandbox.execute(job, **kw)
-        self.results.append(r)
-        return r
-
-
-def _checks(canary: Canary, services: CountingServices | None, result: Any, rec: Any,
+def _checks(canary: Canary, services: CountingServices | None, result: ExecResult | None,
             token: str, text: str, stdout_bytes: int, rss0: float) -> list[str]:
     problems = []
     for check in canary.checks:
@@ -238,13 +164,12 @@ def _checks(canary: Canary, services: CountingServices | None, result: Any, rec:
             if not services or not services.scored:
                 problems.append("the utility call did not run the solution in a sandbox")
         elif check == "budget_held" and services is not None:
-            if services.lm_calls > services.lm_budget or services.utility_calls > \
-                    services.utility_budget:
+            if services.lm_calls.used > services.lm_calls.limit or \
+                    services.utility_calls.used > services.utility_calls.limit:
                 problems.append("a host budget was exceeded")
             if services.refused == 0:
                 problems.append("the host never refused a call past the budget")
         elif check == "returned_opaque":
-
             got = (result.value or {}).get("returned") if result is not None else None
             if not isinstance(got, Opaque):
                 problems.append(f"the str subclass came back as {type(got).__name__}")
@@ -254,11 +179,9 @@ def _checks(canary: Canary, services: CountingServices | None, result: Any, rec:
 
 
 def _leftovers() -> list[str]:
-
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        with docker_sandbox._LIVE_LOCK:
-            live = set(docker_sandbox._LIVE)
+        live = docker_sandbox.live_ids()
         pooled = docker_sandbox.pooled_ids()
         if not (live - pooled):
             return []
