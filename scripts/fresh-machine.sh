@@ -34,9 +34,10 @@ LOG="$ROOT/.cache/logs/fresh-machine-$WHAT-$(date +%Y%m%d-%H%M%S).log"
 mkdir -p "$(dirname "$LOG")"
 
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
-    mirror="$(awk '/^URIs:/ && !/security/ {print $2; exit} /^deb / && !/security/ {print $2; exit}' \
-        /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list 2>/dev/null || true)"
-    mirror="${mirror:-http://deb.debian.org/debian}"
+    # The Debian mirror this host's apt uses, or STOP_DEBIAN_MIRROR: the sandbox image build's
+    # own parser, which needs only python3 (no stop, no venv).
+    mirror="$(python3 -I "$ROOT/stop/sandbox/debian_mirror.py")" || {
+        echo "fresh-machine: python3 is needed to read the apt sources" >&2; exit 1; }
     tmp="$(mktemp -d)"
     echo "==> bootstrapping a bare bookworm ($mirror) into $tmp" >&2
     t0=$SECONDS

@@ -2,7 +2,8 @@
 
 Where a registry answers, the base is the official Python image plus numpy; where none does
 (the pull fails in milliseconds), it is bootstrapped from Debian packages (debootstrap, from the
-mirror this machine's apt uses) and imported, so the build works wherever apt works. The final
+mirror this machine's apt uses, or STOP_DEBIAN_MIRROR; see `stop.sandbox.debian_mirror`) and
+imported, so the build works wherever apt works. The final
 image is tagged ``stop-sandbox:<hash>``, where the hash covers every file of ``sandbox/`` plus
 the codec the harness shares with the host, so any change to what runs inside rebuilds it.
 """
@@ -20,12 +21,12 @@ from pathlib import Path
 
 from stop.errors import StopError
 from stop.paths import cache_dir, sandbox_dir
+from stop.sandbox.debian_mirror import debian_mirror
 
 IMAGE_REPO = "stop-sandbox"
 BASE_REPO = "stop-base"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_PACKAGES = "python3,python3-numpy"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 REGISTRY_IMAGE = "python:3.11-slim-bookworm"
 
 
@@ -92,27 +93,6 @@ def image_status() -> ImageStatus:
     return ImageStatus(tag, _exists(tag), base_tag(), False)
 
 
-APT_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
-
-
-def debian_mirror(sources: tuple[Path, ...] = APT_SOURCES) -> str:
-    """The Debian mirror this machine's apt uses, so debootstrap works where apt works."""
-    for src in sources:
-        if not src.exists():
-            continue
-        for line in src.read_text().splitlines():
-            line = line.strip()
-            if line.startswith("URIs:"):
-                for uri in line.split()[1:]:
-                    if "security" not in uri:
-                        return uri.rstrip("/")
-            elif line.startswith("deb ") and "security" not in line:
-                parts = [p for p in line.split() if not p.startswith("[")]
-                if len(parts) >= 2:
-                    return parts[1].rstrip("/")
-    return DEFAULT_MIRROR
-
-
 def registry_base_tag() -> str:
     recipe = f"{REGISTRY_IMAGE}|numpy".encode()
     return f"{BASE_REPO}:python-{hashlib.sha256(recipe).hexdigest()[:8]}"
@@ -156,13 +136,13 @@ def _debootstrap_base() -> str:
     if shutil.which("debootstrap") is None:
         raise ImageError("debootstrap is not installed: `apt-get install debootstrap`, "
                          "or make a registry reachable")
-    mirror = debian_mirror()
+    mirror, origin = debian_mirror()
     work = cache_dir() / "sandbox-build"
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         rootfs = Path(tmp) / "rootfs"
         t0 = time.monotonic()
-        _log(f"debootstrap {DEBIAN_SUITE} from {mirror} (about a minute)")
+        _log(f"debootstrap {DEBIAN_SUITE} from {mirror} ({origin}; about a minute)")
         r = subprocess.run(["debootstrap", "--variant=minbase", f"--include={DEBIAN_PACKAGES}",
                             DEBIAN_SUITE, str(rootfs), mirror], capture_output=True, text=True)
         if r.returncode != 0:
