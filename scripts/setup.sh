@@ -3,7 +3,8 @@
 #
 #   bash scripts/setup.sh --for run    # venv, package, Docker engine, sandbox image, Qwen model
 #   bash scripts/setup.sh --for test   # the same with the SmolLM2 smoke model instead of Qwen
-#   bash scripts/setup.sh --only STEP  # one step: system, venv, docker, image, model, smoke-model, gvisor
+#   bash scripts/setup.sh --only STEP  # one step: system, venv, docker, browser, image, model,
+#                                      # smoke-model, gvisor
 #   bash scripts/setup.sh --only gvisor  # gVisor's runsc as a second runtime (--runtime runsc)
 #   bash scripts/setup.sh --dry-run    # say what each step would do, change nothing
 #
@@ -133,12 +134,12 @@ step_system() {
 
 # ---------------------------------------------------------------- virtualenv + package
 extras_for() {
-    # The test extra only: llama-cpp-python (the `local` extra) is installed by the model step,
-    # from the project's wheel cache or built once with the AMX-free flags into it.
+    # The test and ui extras: llama-cpp-python (the `local` extra) is installed by the model
+    # step, from the project's wheel cache or built once with the AMX-free flags into it.
     "$1" - "$ROOT/pyproject.toml" <<'EOF'
 import sys, tomllib
 declared = tomllib.load(open(sys.argv[1], "rb")).get("project", {}).get("optional-dependencies", {})
-print(",".join(e for e in ("test",) if e in declared))
+print(",".join(e for e in ("test", "ui") if e in declared))
 EOF
 }
 
@@ -297,6 +298,35 @@ step_gvisor() {
     record gvisor installed "$(elapsed "$t0")"
 }
 
+# ---------------------------------------------------------------- browser (web view tests)
+CHROMIUM="${STOP_CHROMIUM:-/usr/bin/chromium}"
+
+# Debian's chromium: the web view's tests drive it with Playwright (which cannot download a
+# browser of its own here).
+step_browser() {
+    local t0
+    t0=$(now)
+    step "browser for the web view tests: $CHROMIUM"
+    if [[ -x "$CHROMIUM" ]]; then
+        say "    present ($("$CHROMIUM" --version 2>/dev/null || echo chromium))"
+        record browser skipped "$(elapsed "$t0")"
+        return 0
+    fi
+    if [[ "$IS_ROOT" != 1 ]]; then
+        say "    warning: not root, so not installing it; the ui tests fail until you run:"
+        say "      sudo apt-get install -y chromium"
+        record browser missing "$(elapsed "$t0")"
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 || fail "no apt-get here: install chromium and set STOP_CHROMIUM to its path"
+    export DEBIAN_FRONTEND=noninteractive
+    run_cmd apt-get update -q
+    run_cmd apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends chromium
+    [[ "$DRY_RUN" == 1 || -x "$CHROMIUM" ]] || fail "chromium installed, but $CHROMIUM is missing; set STOP_CHROMIUM"
+    say "    installed chromium in $(elapsed "$t0")s"
+    record browser installed "$(elapsed "$t0")"
+}
+
 # ---------------------------------------------------------------- stop commands
 step_stop_cmd() {
     local name="$1" t0; shift
@@ -317,6 +347,9 @@ mkdir -p "$LOG_DIR"
 want system && step_system
 want venv && step_venv
 want docker && step_docker
+if [[ "$ONLY" == browser || ( -z "$ONLY" && "$PURPOSE" == test ) ]]; then
+    step_browser
+fi
 want image && step_stop_cmd image sandbox build
 if [[ "$ONLY" == gvisor || ( -z "$ONLY" && "$PURPOSE" == test ) ]]; then
     step_gvisor

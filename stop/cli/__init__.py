@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from stop.cli import audit, doctor, experiment, model, report, run, sandbox, tasks
+from stop.cli import audit, doctor, experiment, model, report, run, sandbox, tasks, ui
 from stop.cli.safe import echo
 from stop.errors import StopError
 
@@ -28,7 +28,7 @@ for _command in (
     tasks.tasks_group, tasks.score_cmd,
     audit.audit, experiment.experiment,
     report.transfer, report.report, report.compare,
-    model.model_group, doctor.doctor,
+    model.model_group, doctor.doctor, ui.ui_cmd,
 ):
     cli.add_command(_command)
 sandbox.register(cli)
