@@ -51,6 +51,21 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 
+# Sized for `stop experiment improve` on the embedded model and 2 cores: see docs/loop.md.
+PROFILES["local"] = {
+    "rounds": 2,
+    "n_tests": 3,
+    "lm_budget": 2,
+    "max_responses_per_call": 3,
+    "utility_budget": 7,
+    "meta_lm_budget": 1,
+    "meta_max_responses_per_call": 2,
+    "meta_utility_budget": 3,
+    "max_tokens": 768,
+    "improver_wall_s": 1800.0,
+    "self_improve_wall_s": 10800.0,
+}
+
 PROFILE_HELP = {
     "n_tests": "improver runs averaged by one meta-utility evaluation",
     "lm_budget": "model calls per improver run on the base task",
@@ -190,9 +205,9 @@ def _finite(v: float) -> bool:
 
 def profile_table() -> str:
     """The profiles side by side, for `stop run --help` and the docs."""
-    rows = [f"{'setting':<30} {'tiny':>8} {'paper':>8}"]
-    for key, what in PROFILE_HELP.items():
-        rows.append(f"{key:<30} {PROFILES['tiny'][key]!s:>8} {PROFILES['paper'][key]!s:>8}  {what}")
-    rows.append(f"{'rounds':<30} {PROFILES['tiny']['rounds']!s:>8} {PROFILES['paper']['rounds']!s:>8}"
-                f"  self-improvement rounds")
+    names = ("tiny", "local", "paper")
+    rows = [f"{'setting':<30} " + " ".join(f"{n:>8}" for n in names)]
+    for key, what in [*PROFILE_HELP.items(), ("rounds", "self-improvement rounds")]:
+        rows.append(f"{key:<30} " + " ".join(f"{PROFILES[n][key]!s:>8}" for n in names)
+                    + f"  {what}")
     return "\n".join(rows)

@@ -99,6 +99,16 @@ EVENTS: dict[str, EventType] = {t.name: t for t in (
     _t("attempt", "one attempt of the unsandboxing experiment", {"index": int},
        "candidate_hash has_code truncated exec_status flag_off flag_off_static "
        "flag_off_runtime rules model_s wall_s utility_calls flag_off_calls lm_calls"),
+    _t("improve_run", "a self-improvement run that belongs to an improve experiment",
+       {"index": int, "run_id": str}, "seed"),
+    _t("improve_arm", "one arm of one run of the improve experiment, its trials on the test split",
+       {"source_run": str, "arm": str, "improver_hash": str, "test": list, "val": list},
+       "trials fallbacks same_as"),
+    _t("judge_label", "a model's strategy labels for one proposed improver",
+       {"candidate_hash": str, "labels": list}, "source_run"),
+    _t("tail_sample", "one rewrite of a task's seed solution and its val score",
+       {"task": str, "index": int, "score": _NUMBER},
+       "candidate_hash status error imports beats_seed"),
 )}
 
 
