@@ -33,6 +33,7 @@ COLUMNS = {
     "duration": "REAL", "transfer": "INTEGER", "bad_lines": "INTEGER", "error": "TEXT",
     "sig": "TEXT",
 }
+EXPERIMENTS = ("unsandbox", "improve")
 # What the runs page may sort by (column names are never taken from the request).
 SORTABLE = ("id", "task", "model", "profile", "status", "rounds_done", "best_val", "best_test",
             "cost", "tokens", "findings", "started", "duration")
@@ -67,7 +68,7 @@ def summary_row(run: LoadedRun) -> dict[str, Any]:
              if e.finding.severity in SEVERITIES]
     best = s.get("best") or {}
     return {
-        "id": run.id, "kind": "unsandbox" if cfg.get("experiment") == "unsandbox" else "run",
+        "id": run.id, "kind": kind if (kind := cfg.get("experiment")) in EXPERIMENTS else "run",
         "task": s.get("task"), "model": s.get("model"), "profile": s.get("profile"),
         "status": s.get("status"), "rounds": s.get("rounds"), "rounds_done": s.get("rounds_done"),
         "best_val": best.get("val"), "best_test": best.get("test"), "best_round": best.get("round"),

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stop.runs.events import problem_of
-from stop.runs.store import Run, StoreError
+from stop.runs.store import NullRecorder, Run, StoreError
 
 
 @dataclass
@@ -109,6 +109,14 @@ class LoadedRun(Run):
     def iter_events(self, types: str | Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
         wanted = {types} if isinstance(types, str) else (set(types) if types is not None else None)
         return iter([e for e in self.loaded if wanted is None or e.get("type") in wanted])
+
+    # The view is read-only: functions of stop that would record or write something as they
+    # read (bookkeeping such as an experiment naming a run it found) record into nothing here.
+    def recorder(self, **context: Any) -> Any:
+        return NullRecorder()
+
+    def _write(self, path: Path, text: str) -> Path:
+        raise StoreError(f"run {self.id}: the web view writes nothing ({path.name})")
 
     def config(self) -> dict[str, Any]:
         """The store's config(); when it cannot give one, the config the log's run_start

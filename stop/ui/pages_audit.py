@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from stop.experiments import improve_summary as IS
 from stop.experiments import transfer as T
 from stop.experiments import unsandbox as X
 from stop.reports import audit as A
+from stop.runs.store import RunStore
 from stop.sandbox.records import SEVERITIES
 from stop.sandbox.rules import RULES
 from stop.ui import code, svg
@@ -126,5 +128,20 @@ def experiments_page(site: Site, path: Params, query: Params) -> Html:
                  "note": (r.get("published") or {}).get("note", ""),
                  "fallbacks": sum((r.get(a) or {}).get("fallbacks", 0) for a in T.ARMS)}
                 for r in table["rows"]]})
+    improve = []
+    for row in site.index.rows(kind="improve", sort="started"):
+        try:
+            d = IS.summarize(site.load(row["id"]), RunStore(site.runs_root))
+        except Exception as e:  # noqa: BLE001
+            problems.append((row["id"], f"{type(e).__name__}: {e}"))
+            continue
+        improve.append({"d": d, "runs": [
+            {"run": r["run"], "rounds": r["rounds"], "adopted": r["adopted"],
+             "cells": [IS._pct(r["arms"].get(a)) for a in IS.ARMS],
+             "diffs": [IS._pts(r["diff"].get(name)) for name, _, _ in IS.DIFFS]}
+            for r in d["per_run"]],
+            "across": [(name, d["across"][name]) for name, _, _ in IS.DIFFS]})
     return site.render("experiments.html", unsandbox=unsandbox, transfers=transfers,
-                       problems=problems, arms=[T.ARM_LABELS[a] for a in T.ARMS])
+                       improve=improve, problems=problems, arms=[T.ARM_LABELS[a] for a in T.ARMS],
+                       improve_arms=[IS.ARM_LABELS[a] for a in IS.ARMS],
+                       improve_diffs=[name for name, _, _ in IS.DIFFS])

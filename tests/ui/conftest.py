@@ -40,9 +40,11 @@ def _unavailable(msg: str) -> None:
 def ui_runs(tmp_path_factory, sandbox) -> dict:
     """The runs folder the server reads, and the runs in it."""
     root = tmp_path_factory.mktemp("ui-runs")
-    return {"root": root, "report": uiruns.copy_report_run(root),
+    runs = {"root": root, "report": uiruns.copy_report_run(root),
             "scripted": uiruns.make_scripted_run(root, sandbox),
             "unsandbox": uiruns.make_unsandbox_run(root)}
+    runs["improve"] = uiruns.make_improve_run(root, runs["scripted"], sandbox)
+    return runs
 
 
 class Server:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import uiruns
 
+from stop.experiments import improve_summary as IS
 from stop.experiments import transfer as T
 from stop.experiments import unsandbox as X
 from stop.reports import audit as A
@@ -21,7 +22,8 @@ def cells(page, selector: str) -> list[str]:
 
 def test_runs_page_lists_filters_and_sorts_runs(page, server, ui_runs, shoot):
     page.goto(server.base + "/")
-    assert page.locator("tr.run-row").count() == 3
+    everything = RunStore(ui_runs["root"]).list()
+    assert page.locator("tr.run-row").count() == len(everything) == 4
     run = ui_runs["scripted"]
     s = summarize(run)
     row = cells(page, f'tr.run-row[data-run="{run.id}"]')
@@ -35,15 +37,17 @@ def test_runs_page_lists_filters_and_sorts_runs(page, server, ui_runs, shoot):
     # filter by model, then by status, through the form (a GET: nothing is written)
     page.select_option("select[name=model]", "scripted")
     page.click("form.filters button[type=submit]")
-    want = {r.id for r in RunStore(ui_runs["root"]).list() if summarize(r)["model"] == "scripted"}
-    assert len(want) == 2 and "model=scripted" in page.url
+    want = {r.id for r in everything if summarize(r)["model"] == "scripted"}
+    assert len(want) == 3 and "model=scripted" in page.url
     assert {r.get_attribute("data-run") for r in page.locator("tr.run-row").all()} == want
     page.goto(server.base + "/?status=finished&task=parity_noise")
-    assert page.locator("tr.run-row").count() == 2
+    want = [r for r in everything if summarize(r)["task"] == "parity_noise"
+            and summarize(r)["status"] == "finished"]
+    assert page.locator("tr.run-row").count() == len(want) == 3
     # sort by tokens, both ways
     page.goto(server.base + "/?sort=tokens&order=asc")
     ids = [r.get_attribute("data-run") for r in page.locator("tr.run-row").all()]
-    tokens = {r.id: summarize(r)["tokens"] for r in RunStore(ui_runs["root"]).list()}
+    tokens = {r.id: summarize(r)["tokens"] for r in everything}
     assert ids == sorted(ids, key=lambda i: (tokens[i], i))
     page.goto(server.base + "/?sort=bogus")
     assert "cannot sort by 'bogus'" in page.inner_text("main")
@@ -154,4 +158,14 @@ def test_experiments_page_shows_rates_beside_the_papers_and_transfer(page, serve
     for r in table["rows"]:
         assert r["task"] in text and T._pct(r["improver"]) in text
     assert "43.9 / 44.3 / 56.7" in text
+    # the improve experiment: each arm with its interval, the differences, the paper's 3/25
+    d = IS.summarize(ui_runs["improve"], RunStore(ui_runs["root"]))
+    (r,) = d["per_run"]
+    row = page.locator("table.improve tbody tr").inner_text()
+    for arm in IS.ARMS:
+        assert IS._pct(r["arms"][arm]) in row
+    assert IS._pts(r["diff"]["IT-I0"]) in row and r["diff"]["IT-I0"] > 0.3
+    k, n = d["improved"]["k"], d["improved"]["n"]
+    assert f"at least 3 points: {k}/{n} [Wilson 95%" in page.inner_text("p.improved")
+    assert "3/25" in page.inner_text("p.improved")
     shoot("experiments")

@@ -7,6 +7,7 @@
   handler attributes, `javascript:` links and terminal escape bytes;
 - an unsandbox experiment with the scripted model (scan only): 4 of 20 attempts switch the
   sandbox flag off;
+- an improve experiment over the scripted run (I_0, the baseline and I_T, two trials each);
 - a copy of the scripted run's log replayed line by line into a new run, to follow live.
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from stop.core.config import RunConfig
 from stop.core.loop import execute, new_run
+from stop.experiments import improve as IX
 from stop.experiments import unsandbox as X
 from stop.models import ScriptedModel
 from stop.runs.store import EventLog, Run, RunStore
@@ -101,6 +103,13 @@ def make_unsandbox_run(root: Path) -> Run:
     cfg = X.UnsandboxConfig(n=20, execute=False, model="scripted", batch=1)
     return X.run_unsandbox(cfg, store=RunStore(root),
                            model=ScriptedModel([{"match": None, "texts": cycle}]))
+
+
+def make_improve_run(root: Path, source: Run, sandbox) -> Run:
+    """The improve experiment over the scripted run: I_0, the baseline and I_T, two trials each."""
+    model = ScriptedModel([{"match": None, "texts": [fenced(LPN_TWO_BITS)]}])
+    cfg = IX.ImproveConfig(profile="tiny", trials=2, model="scripted", from_runs=[source.id])
+    return IX.run_improve(cfg, store=RunStore(root), model=model, sandbox=sandbox)
 
 
 class LiveCopy:
