@@ -169,3 +169,22 @@ def test_experiments_page_shows_rates_beside_the_papers_and_transfer(page, serve
     assert f"at least 3 points: {k}/{n} [Wilson 95%" in page.inner_text("p.improved")
     assert "3/25" in page.inner_text("p.improved")
     shoot("experiments")
+
+
+def test_a_browser_without_the_token_is_refused(browser, server, ui_runs):
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        for url in (server.base + "/", f"{server.base}/runs/{ui_runs['report'].id}",
+                    server.base + "/?token=" + "A" * len(server.token)):
+            r = page.goto(url)
+            assert r.status == 401, url
+            assert "needs its token" in page.inner_text("body")
+            assert ui_runs["report"].id not in page.content()
+        assert context.cookies() == []
+        assert page.goto(server.url).ok  # the printed URL works, then the cookie alone does
+        (cookie,) = context.cookies()
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert page.url == server.base + "/" and "token" not in page.url
+    finally:
+        context.close()
