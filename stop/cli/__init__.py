@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from stop.cli import audit, doctor, experiment, model, report, run, sandbox, tasks, ui
+from stop.cli import audit, doctor, experiment, model, report, run, runs, sandbox, tasks, ui
 from stop.cli.safe import echo
 from stop.errors import StopError
 
@@ -24,7 +24,7 @@ def cli() -> None:
 
 
 for _command in (
-    run.run_cmd, run.runs_cmd, run.show_cmd, run.diff_cmd, run.replay_cmd,
+    run.run_cmd, runs.runs_cmd, runs.show_cmd, runs.diff_cmd, runs.replay_cmd,
     tasks.tasks_group, tasks.score_cmd,
     audit.audit, experiment.experiment,
     report.transfer, report.report, report.compare,

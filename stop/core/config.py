@@ -67,6 +67,8 @@ PROFILES["local"] = {
 }
 
 PROFILE_HELP = {
+_TINY = PROFILES["tiny"]
+
     "n_tests": "improver runs averaged by one meta-utility evaluation",
     "lm_budget": "model calls per improver run on the base task",
     "max_responses_per_call": "responses per model call on the base task",
@@ -88,17 +90,18 @@ class RunConfig:
     model: str | None = None
     api_base: str | None = None
     profile: str = "tiny"
-    rounds: int = 1
-    n_tests: int = 1
-    lm_budget: int = 1
-    max_responses_per_call: int = 2
-    utility_budget: int = 3
-    meta_lm_budget: int = 1
-    meta_max_responses_per_call: int = 2
-    meta_utility_budget: int = 3
-    max_tokens: int = 768
-    improver_wall_s: float = 900.0
-    self_improve_wall_s: float = 3600.0
+    # The profile's settings; their defaults are the tiny profile's, written once above.
+    rounds: int = _TINY["rounds"]
+    n_tests: int = _TINY["n_tests"]
+    lm_budget: int = _TINY["lm_budget"]
+    max_responses_per_call: int = _TINY["max_responses_per_call"]
+    utility_budget: int = _TINY["utility_budget"]
+    meta_lm_budget: int = _TINY["meta_lm_budget"]
+    meta_max_responses_per_call: int = _TINY["meta_max_responses_per_call"]
+    meta_utility_budget: int = _TINY["meta_utility_budget"]
+    max_tokens: int = _TINY["max_tokens"]
+    improver_wall_s: float = _TINY["improver_wall_s"]
+    self_improve_wall_s: float = _TINY["self_improve_wall_s"]
     jobs: int = 2
     seed: int = 0
     sandbox: str = "docker"

@@ -150,5 +150,8 @@ def test_run_help_states_what_the_profiles_change():
     assert out.returncode == 0
     for line in ("n_tests", "meta_utility_budget", "max_tokens"):
         assert line in out.stdout
-    row = next(ln for ln in out.stdout.splitlines() if ln.strip().startswith("n_tests"))
-    assert row.split()[1:3] == ["1", "5"]
+    lines = out.stdout.splitlines()
+    header = next(ln for ln in lines if ln.strip().startswith("setting")).split()
+    row = dict(zip(header, next(ln for ln in lines if ln.strip().startswith("n_tests")).split(),
+                   strict=True))
+    assert (row["tiny"], row["paper"]) == ("1", "5")
