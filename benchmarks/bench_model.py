@@ -1,15 +1,22 @@
-"""Benchmark the embedded model: prompt and generation speed, and one STOP-sized request.
+"""Benchmark the embedded model's engine on STOP's own prompt, at 1 and 2 threads, in one run.
 
-The STOP-sized request is the seed improver's own prompt (the improver's source and the
-meta-utility description, as in self-improvement) asked for 6 samples, done three ways:
+The prompt is the seed improver's when it improves itself (its source and the meta-utility
+description). For each thread count, one server (`stop.models.local_server --threads T`):
 
-- naive: 6 separate requests, each evaluating the whole prompt (a server without prefix reuse);
-- sequential: 6 separate requests to stop's server, which keeps the prompt in its KV cache;
-- batched: one request with n=6: the prompt evaluated once, the 6 samples decoded together.
+- single: one sample (n=1), lookup off;         single_lookup: the same with lookup drafts;
+- n6: one request with n=6, lookup off;          n6_lookup: the same with lookup drafts;
+- two_n6: two n=6 requests with different prompts, the second sent while the first decodes
+  (it joins the running batch), lookup on; tokens/s counts both together.
 
-Every sample generates exactly --max-tokens tokens (end-of-sequence ignored) so the three ways
-do the same work. Usage: python benchmarks/bench_model.py [--smoke] [--max-tokens 256]
-Writes benchmarks/results/model.json.
+Every sample generates exactly --max-tokens tokens (end-of-sequence ignored, temperature 0.7,
+fixed seeds), every prompt is evaluated once before it is timed (the prefix cache holds both),
+so tokens/s is generation only. Ratios are within one thread count, a few minutes apart;
+absolute figures move with the machine's load, recorded with each section. Also recorded:
+lookup acceptance (accepted / drafted), whether greedy replies are identical with lookup on and
+off, prompt tokens/s and the server's resident memory.
+
+Usage: python benchmarks/bench_model.py [--smoke] [--max-tokens 128] [--threads 1,2]
+[--weights FILE]. Writes benchmarks/results/model.json.
 """
 
 from __future__ import annotations
@@ -18,29 +25,32 @@ import argparse
 import json
 import os
 import platform
+import socket
 import string
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stop.models import local as local_model  # noqa: E402
+from stop.models import local_install  # noqa: E402
 
 FENCE = "`" * 3
 
 
-def stop_prompt() -> tuple[str, str]:
-    """(expertise, message) exactly as the seed improver builds them when improving itself."""
+def stop_prompt(base_task: str = "parity_noise", summary: str = "learning parity with noise") -> list[dict]:
+    """The messages the seed improver sends when improving itself."""
     task = ROOT / "tasks" / "meta_optimization"
     improver = (task / "seed_algorithm.py").read_text()
     ns: dict = {}
     exec((task / "utility.py").read_text(), ns)
     description = string.Template(ns["DESCRIPTION"]).safe_substitute(
-        base_task="parity_noise", base_summary="learning parity with noise", n_tests=5,
+        base_task=base_task, base_summary=summary, n_tests=5,
         base_lm_calls=4, base_responses=6, base_utility_calls=25, budget=25)
     expertise = ("You are a senior software engineer and algorithm researcher. You write correct, "
                  "efficient Python and you think carefully about what a scoring function rewards.")
@@ -49,79 +59,146 @@ def stop_prompt() -> tuple[str, str]:
                f"{FENCE}\n\nWrite an improved version of the program that scores higher. Keep the "
                "same function name and\nsignature. Briefly explain your idea first, then give the "
                "complete new program in a single\nfenced Python code block.")
-    return expertise, message
+    return [{"role": "system", "content": expertise}, {"role": "user", "content": message}]
 
 
-def post(url: str, body: dict, which: str) -> tuple[dict, dict, float]:
+def post(url: str, body: dict) -> dict:
     req = urllib.request.Request(f"{url}/v1/chat/completions", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=7200) as r:
+        return json.loads(r.read())
+
+
+def rss_mb(pid: int) -> dict:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            out[line.split(":")[0]] = int(line.split()[1]) // 1024
+    return out
+
+
+class Server:
+    """`python -m stop.models.local_server` on a free port of 127.0.0.1, for this benchmark only."""
+
+    def __init__(self, weights: str, threads: int, stats: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "stop.models.local_server", "--model", weights,
+               "--port", str(self.port), "--threads", str(threads), "--stats", str(stats),
+               "--exit-with-parent"]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"the server exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.25)
+        self.stop()
+        raise SystemExit("the server did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def bench_threads(weights: str, threads: int, mt: int, n: int, stats_file: Path) -> dict:
     t0 = time.monotonic()
-    with urllib.request.urlopen(req, timeout=3600) as r:
-        out = json.loads(r.read())
-    wall = time.monotonic() - t0
-    return out, json.loads(local_model.stats_path(which).read_text()), wall
+    server = Server(weights, threads, stats_file)
+    url = server.url
+    res: dict = {"threads": threads, "server_start_s": round(time.monotonic() - t0, 2),
+                 "load_avg_start": list(os.getloadavg())}
+    prompts = [stop_prompt(), stop_prompt("max_cut", "maximum cut of a graph")]
+
+    def body(p: int, k: int, lookup: bool, max_tokens: int = mt, temperature: float = 0.7) -> dict:
+        return {"model": "local", "messages": prompts[p], "n": k, "max_tokens": max_tokens,
+                "temperature": temperature, "ignore_eos": temperature > 0, "seed": 1234 + p,
+                "lookup": lookup}
+
+    def stats() -> dict:
+        return json.loads(stats_file.read_text())
+
+    def timed(label: str, bodies: list[dict], gap_s: float = 0.0) -> None:
+        outs: list[dict] = []
+        before = stats()["ts"] if stats_file.exists() else 0
+
+        def go(b: dict) -> None:
+            outs.append(post(url, b))
+        t = time.monotonic()
+        workers = []
+        for i, b in enumerate(bodies):
+            if i:
+                time.sleep(gap_s)
+            workers.append(threading.Thread(target=go, args=(b,)))
+            workers[-1].start()
+        for w in workers:
+            w.join()
+        wall = time.monotonic() - t
+        tokens = sum(o["usage"]["completion_tokens"] for o in outs)
+        st = stats()
+        row = {"wall_s": round(wall, 2), "completion_tokens": tokens,
+               "tok_s": round(tokens / wall, 2)}
+        if len(bodies) == 1 and st["ts"] != before:
+            row.update(drafted=st.get("drafted", 0), accepted=st.get("accepted", 0),
+                       steps=st["steps"])
+            if row["drafted"]:
+                row["acceptance"] = round(row["accepted"] / row["drafted"], 3)
+        res[label] = row
+        print(f"  threads={threads} {label}: {row}", file=sys.stderr, flush=True)
+
+    try:
+        first = post(url, body(0, 1, False, 1))  # evaluates prompt 0
+        st = stats()
+        res["prompt_tokens"] = first["usage"]["prompt_tokens"]
+        res["prompt_tok_s"] = round(st["prompt_evaluated"] / st["prompt_s"], 2) if st["prompt_s"] else None
+        post(url, body(1, 1, False, 1))  # and prompt 1: both stay cached
+        timed("single", [body(0, 1, False)])
+        timed("single_lookup", [body(0, 1, True)])
+        timed("n6", [body(0, n, False)])
+        timed("n6_lookup", [body(0, n, True)])
+        timed("two_n6", [body(0, n, True), body(1, n, True)], gap_s=2.0)
+        g_off = post(url, body(0, 1, False, mt, 0.0))["choices"][0]["message"]["content"]
+        g_on = post(url, body(0, 1, True, mt, 0.0))["choices"][0]["message"]["content"]
+        res["greedy_identical_lookup_on_off"] = g_off == g_on
+        res["memory_mb"] = rss_mb(server.proc.pid)
+        res["prefix_cache_hit"] = stats()["prompt_evaluated"] == 0
+    finally:
+        server.stop()
+    s, n6 = res["single"]["tok_s"], res["n6"]["tok_s"]
+    res["ratios"] = {
+        "n6_over_single": round(n6 / s, 2),
+        "n6_lookup_over_n6": round(res["n6_lookup"]["tok_s"] / n6, 2),
+        "n6_lookup_over_single": round(res["n6_lookup"]["tok_s"] / s, 2),
+        "single_lookup_over_single": round(res["single_lookup"]["tok_s"] / s, 2),
+        "two_n6_over_n6_lookup": round(res["two_n6"]["tok_s"] / res["n6_lookup"]["tok_s"], 2),
+    }
+    res["load_avg_end"] = list(os.getloadavg())
+    return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="benchmark SmolLM2 instead of Qwen")
-    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--samples", type=int, default=6)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--weights", default=None, help="another GGUF of the same model")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "model.json"))
     args = ap.parse_args()
     which = "smollm2" if args.smoke else "embedded"
-    expertise, message = stop_prompt()
-    server = local_model.LocalServer(which, advertise=False)  # no other process may share it
-    t0 = time.monotonic()
-    url = server.start()
-    load_s = time.monotonic() - t0
-    n, mt = args.samples, args.max_tokens
-
-    def body(nonce: str | None, k: int, max_tokens: int = mt) -> dict:
-        # A nonce at the very start of the prompt defeats any prefix reuse.
-        system = f"[{nonce}] {expertise}" if nonce else expertise
-        return {"model": "local", "messages": [{"role": "system", "content": system},
-                                                {"role": "user", "content": message}],
-                "n": k, "max_tokens": max_tokens, "temperature": 0.7, "ignore_eos": True}
-
-    threads = int(os.environ.get("STOP_LOCAL_THREADS", "0") or 0) or max(1, min(8, (os.cpu_count() or 2) - 1))
-    results: dict = {"model": server.spec.alias, "max_tokens": mt, "samples": n, "threads": threads,
-                     "server_load_s": round(load_s, 2)}
-    try:
-        log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-        post(url, body(uuid.uuid4().hex, 1, 4), which)  # warm-up
-        _, st, _ = post(url, body(uuid.uuid4().hex, 1, mt), which)
-        results["prompt_tokens"] = st["prompt_tokens"]
-        results["prompt_tok_s"] = round(st["prompt_evaluated"] / st["prompt_s"], 2)
-        results["generate_tok_s"] = round(st["completion_tokens"] / st["generate_s"], 2)
-        log(f"prompt {st['prompt_tokens']} tokens: {results['prompt_tok_s']} tok/s prompt, "
-            f"{results['generate_tok_s']} tok/s generation")
-
-        def run(label: str, bodies: list[dict]) -> None:
-            t = time.monotonic()
-            tokens = 0
-            for b in bodies:
-                out, _, _ = post(url, b, which)
-                tokens += out["usage"]["completion_tokens"]
-            wall = time.monotonic() - t
-            results[label] = {"wall_s": round(wall, 2), "requests": len(bodies),
-                              "completion_tokens": tokens}
-            log(f"{label}: {wall:.1f} s for {tokens} tokens in {len(bodies)} request(s)")
-
-        run("naive", [body(uuid.uuid4().hex, 1) for _ in range(n)])
-        shared = uuid.uuid4().hex
-        post(url, body(shared, 1, 1), which)  # the sequential way starts from a warm prompt, like batched
-        run("sequential_prefix_reuse", [body(shared, 1) for _ in range(n)])
-        shared = uuid.uuid4().hex
-        run("batched", [body(shared, n)])
-        results["batched_over_naive"] = round(results["batched"]["wall_s"] / results["naive"]["wall_s"], 3)
-        results["batched_over_sequential"] = round(
-            results["batched"]["wall_s"] / results["sequential_prefix_reuse"]["wall_s"], 3)
-    finally:
-        server.stop()
+    weights = args.weights or str(local_install.weights_path(which))
+    results: dict = {"model": local_install.SPECS[which].alias, "weights": Path(weights).name,
+                     "max_tokens": args.max_tokens, "samples": args.samples, "runs": []}
+    with tempfile.TemporaryDirectory(prefix="stop-bench-") as tmp:
+        for t in (int(x) for x in args.threads.split(",")):
+            results["runs"].append(bench_threads(weights, t, args.max_tokens, args.samples,
+                                                 Path(tmp) / "stats.json"))
     results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "processor": platform.processor() or platform.machine(),
-                          "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]}
+                          "processor": platform.processor() or platform.machine()}
     results["ts"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

@@ -95,7 +95,7 @@ class LocalServer:
     """One `stop.models.local_server` process on 127.0.0.1 with a free port; health-checked."""
 
     def __init__(self, which: str = "embedded", *, threads: int | None = None,
-                 n_ctx: int = 8192, exit_with_parent: bool = True, port: int | None = None,
+                 n_ctx: int | None = None, exit_with_parent: bool = True, port: int | None = None,
                  advertise: bool = True) -> None:
         self.which = which
         self.spec = SPECS[which]
@@ -121,8 +121,10 @@ class LocalServer:
             raise LocalModelError("llama-cpp-python is not installed; run `stop model install`")
         self.port = self.port or _free_port()
         cmd = [sys.executable, "-m", "stop.models.local_server", "--model", str(path),
-               "--port", str(self.port), "--alias", self.spec.alias, "--n-ctx", str(self.n_ctx),
+               "--port", str(self.port), "--alias", self.spec.alias,
                "--stats", str(stats_path(self.which))]
+        if self.n_ctx:  # else the server sizes its KV cache from the memory available
+            cmd += ["--n-ctx", str(self.n_ctx)]
         if self.threads:
             cmd += ["--threads", str(self.threads)]
         if self.exit_with_parent:

@@ -120,27 +120,5 @@ def test_smoke_model_end_to_end_through_the_gateway(tmp_path):
     assert stats["model"] == "smollm2-135m-instruct-q4_1" and stats["n"] == 3
 
 
-@pytest.mark.model
-def test_batched_engine_evaluates_a_shared_prompt_once():
-    from stop.models.local_server import BatchedEngine
-
-    if not local_install.verify_weights("smollm2")["ok"] or local_install.runtime_version() is None:
-        if os.environ.get("STOP_ALLOW_SKIP") == "1":
-            pytest.skip("smoke model not installed")
-        pytest.fail("smoke model not installed: run `stop model install --smoke`")
-    engine = BatchedEngine(str(local_install.weights_path("smollm2")), n_ctx=2048, threads=1)
-    msgs = [{"role": "system", "content": "You write Python."},
-            {"role": "user", "content": "Write a function that reverses a list."}]
-    first = engine.chat(msgs, n=4, max_tokens=12, ignore_eos=True, seed=7)
-    assert len(first["texts"]) == 4 and first["completion_tokens"] == 4 * 12
-    assert first["prompt_evaluated"] == first["prompt_tokens"] > 10
-    assert first["steps"] == 11  # one decode step per token after the first, for all 4 together
-    # The same prompt again: only its last token is evaluated (for fresh logits).
-    again = engine.chat(msgs, n=2, max_tokens=5, ignore_eos=True)
-    assert again["prompt_evaluated"] == 1 and again["completion_tokens"] == 10
-    # Greedy decoding gives the same text whether a sequence is decoded alone or in a batch.
-    g1 = engine.chat(msgs, n=2, max_tokens=16, temperature=0.0)
-    g2 = engine.chat(msgs, n=1, max_tokens=16, temperature=0.0)
-    assert g1["texts"][0] == g1["texts"][1] == g2["texts"][0] and g1["texts"][0].strip()
-    with pytest.raises(ValueError, match="does not fit"):
-        engine.chat([{"role": "user", "content": "word " * 3000}], n=1, max_tokens=4)
+# The batched engine itself (batching, lookup, joining, prefix cache) is tested in
+# tests/models/test_local_server.py.
