@@ -66,9 +66,9 @@ PROFILES["local"] = {
     "self_improve_wall_s": 10800.0,
 }
 
-PROFILE_HELP = {
 _TINY = PROFILES["tiny"]
 
+PROFILE_HELP = {
     "n_tests": "improver runs averaged by one meta-utility evaluation",
     "lm_budget": "model calls per improver run on the base task",
     "max_responses_per_call": "responses per model call on the base task",
