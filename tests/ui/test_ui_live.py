@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import uiruns
-from conftest import Server, wait_for
+from conftest import SHOTS, Server, wait_for
 
 pytestmark = [pytest.mark.ui, pytest.mark.docker]
 
@@ -53,6 +53,8 @@ def test_run_page_follows_a_running_run(browser, live, shots_dir):
         wait_for(lambda: page.locator('tr.round-row.open[data-round="2"]').count() == 1,
                  what="round 2 to start")
         page.screenshot(path=str(shots_dir / "run-live.png"), full_page=True)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        (SHOTS / "run-live.png").write_bytes((shots_dir / "run-live.png").read_bytes())
         copy.rest()
         wait_for(lambda: page.inner_text("#run-status") == "finished", what="the run to finish")
         assert page.locator('tr.round-row[data-round="2"]:not(.open)').count() == 1
