@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 from pathlib import Path
@@ -11,7 +12,9 @@ import click
 
 from stop.cli.safe import echo
 from stop.errors import StopError
+from stop.experiments.improve_summary import summarize as summarize_improve
 from stop.experiments.transfer import TRANSFER_TASKS, format_table, run_transfer
+from stop.reports.improve import build_improve_report
 from stop.reports.report import build_report, compare_runs
 from stop.runs.store import RunStore
 
@@ -31,9 +34,12 @@ def _split_tasks(values: tuple[str, ...]) -> list[str]:
               help="Round of the improver to evaluate (default: the run's final improver).")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Trials run at once.")
 @click.option("--model", "model_spec", help="Model to use instead of the run's own.")
+@click.option("--improver-file", "improver_file", type=click.Path(path_type=Path),
+              help="An improver from elsewhere (defines improve_algorithm) in place of the run's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 def transfer(run_ref: str, tasks: tuple[str, ...], trials: int, improver_round: int | None,
-             jobs: int, model_spec: str | None, as_json: bool) -> None:
+             jobs: int, model_spec: str | None, improver_file: Path | None,
+             as_json: bool) -> None:
     """Score a run's improver on other tasks: the STOP paper's Table 1.
 
     For each task: the test score of its seed solution, of the seed improver applied to it, and
@@ -42,6 +48,7 @@ def transfer(run_ref: str, tasks: tuple[str, ...], trials: int, improver_round: 
     the command again resumes and redoes nothing finished.
     """
 
+    source = _improver_file(improver_file, improver_round) if improver_file else None
     run = RunStore().open(run_ref)
     chosen = _split_tasks(tasks) or list(TRANSFER_TASKS)
 
@@ -55,8 +62,28 @@ def transfer(run_ref: str, tasks: tuple[str, ...], trials: int, improver_round: 
                    f"already done, {pending} to run", err=True)
 
     table = run_transfer(run, tasks=chosen, trials=trials, improver_round=improver_round,
-                         jobs=jobs, model_spec=model_spec, on_trial=progress, on_start=start)
+                         jobs=jobs, model_spec=model_spec, on_trial=progress, on_start=start,
+                         improver_source=source,
+                         improver_name=improver_file.name if improver_file else None)
     echo(json.dumps(_clean(table), indent=2) if as_json else format_table(table))
+
+
+def _improver_file(path: Path, improver_round: int | None) -> str:
+    """The improver source in `path`, checked: readable text, valid Python, improve_algorithm."""
+    if improver_round is not None:
+        raise StopError("--improver-file and --improver both choose the improver; give one")
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise StopError(f"cannot read the improver file {path} ({getattr(e, 'strerror', None) or e})") from None
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError) as e:
+        raise StopError(f"the improver file {path} is not valid Python ({e})") from None
+    if not any(isinstance(n, ast.FunctionDef) and n.name == "improve_algorithm" for n in tree.body):
+        raise StopError(f"the improver file {path} defines no improve_algorithm(initial_solution, "
+                        f"utility, language_model)")
+    return source
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,7 +98,10 @@ def report(run_ref: str, out_dir: Path | None, as_json: bool) -> None:
     run = RunStore().open(run_ref)
     out = out_dir or run.dir / "report"
     try:
-        page = build_report(run, out)
+        if run.config().get("experiment") == "improve":  # `stop experiment improve`'s own page
+            page = build_improve_report(run.id, summarize_improve(run), out)[0]
+        else:
+            page = build_report(run, out)
     except OSError as e:
         raise StopError(f"cannot write the report to {out}: {e.strerror}") from None
     figures = sorted(str(p) for p in page.parent.glob("*.png"))

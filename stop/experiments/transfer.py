@@ -262,13 +262,16 @@ def run_transfer(run: Run, *, tasks: list[str], trials: int = 5, improver_round:
                  jobs: int = 1, model_spec: str | None = None, sandbox: Sandbox | None = None,
                  model: Model | None = None,
                  on_trial: Callable[[dict[str, Any]], None] | None = None,
-                 on_start: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+                 on_start: Callable[[int, int, str], None] | None = None,
+                 improver_source: str | None = None,
+                 improver_name: str | None = None) -> dict[str, Any]:
     """Evaluate (resuming) and store the transfer table of a run; returns the table.
 
     The model is the run's (config.json) unless model_spec or a Model object is given; the
     sandbox is the run's backend unless a Sandbox is given. Budgets per improver run are the
     run's base-task budgets (lm_budget, max_responses_per_call, utility_budget, max_tokens,
-    improver_wall_s).
+    improver_wall_s). improver_source: an improver from elsewhere (a file named improver_name)
+    in place of the run's; its trials are its own, keyed by its hash.
     """
 
     if trials < 1:
@@ -284,14 +287,18 @@ def run_transfer(run: Run, *, tasks: list[str], trials: int = 5, improver_round:
         if t.kind != "solve":
             raise TransferError(f"task {name} is a {t.kind} task; transfer needs solve tasks")
         task_objects[name] = t
-    last = final_round(run)
+    last = final_round(run) if improver_source is None else 0
     chosen = last if improver_round is None else improver_round
-    if chosen < 0 or not run.improver_path(chosen).exists():
+    if improver_source is None and (chosen < 0 or not run.improver_path(chosen).exists()):
         raise TransferError(f"run {run.id} has no improver for round {chosen} "
                             f"(rounds 0..{last} exist)")
     seed_task = load_task(str(config.get("seed_improver") or "meta_optimization"))
     seed_src = (run.read_improver(0) if run.improver_path(0).exists() else seed_task.seed_source)
-    sources = {"seed_improver": seed_src, "improver": run.read_improver(chosen)}
+    sources = {"seed_improver": seed_src, "improver": run.read_improver(chosen)
+               if improver_source is None else improver_source}
+    label = f"round {chosen} improver" if improver_source is None else \
+        f"improver from {improver_name or 'a file'}"
+    chosen = chosen if improver_source is None else None
     _, _, _, flag = meta_setup(seed_task)
     budget = Budget.of_run(config)
 
@@ -304,7 +311,7 @@ def run_transfer(run: Run, *, tasks: list[str], trials: int = 5, improver_round:
     done = finished_trials(run)
     pending = sum(1 for s in specs if not any(s.matches(e) for e in done))
     if on_start:
-        on_start(pending, len(specs), f"round {chosen} improver")
+        on_start(pending, len(specs), label)
     if pending:
         with run.owned():  # one process writes a run at a time (a resume of it is refused)
             _execute(run, specs, config=config, budget=budget, model=model, spec_str=spec_str,
@@ -315,7 +322,7 @@ def run_transfer(run: Run, *, tasks: list[str], trials: int = 5, improver_round:
         "run": run.id, "tasks": list(task_objects), "trials": trials, "model": model_name,
         "improver_round": chosen, "improver_hash": hashes["improver"],
         "seed_improver_hash": hashes["seed_improver"],
-        "improver_label": f"round {chosen} improver",
+        "improver_label": label,
         "budgets": budget.to_dict(),
         "method": "mean over trials with a two-sided 95% Student t interval",
         "rows": summarize(finished_trials(run), task_objects, hashes=hashes, max_trials=trials,
@@ -327,7 +334,7 @@ def run_transfer(run: Run, *, tasks: list[str], trials: int = 5, improver_round:
 
 def _execute(run: Run, specs: list[TrialSpec], *, config: dict[str, Any], budget: Budget,
              model: Model | None, spec_str: str, sandbox: Sandbox | None,
-             sources: dict[str, str], task_objects: dict[str, Task], chosen: int, flag: bool,
+             sources: dict[str, str], task_objects: dict[str, Task], chosen: int | None, flag: bool,
              model_name: str, jobs: int,
              on_trial: Callable[[dict[str, Any]], None] | None) -> None:
     """Open the model and the sandbox (unless given) and run the pending trials."""

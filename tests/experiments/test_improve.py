@@ -21,6 +21,7 @@ from stop.core.config import RunConfig
 from stop.experiments import improve as IX
 from stop.experiments.improve_plan import format_plan, plan, plan_run
 from stop.experiments.improve_summary import paired, summarize
+from stop.experiments.transfer import run_transfer
 from stop.models import ScriptedModel
 from stop.models.base import ModelReply, ModelRequest
 from stop.models.caps import SpendingCapReached
@@ -219,3 +220,50 @@ def stop(*args: str) -> subprocess.CompletedProcess:
     """The console script itself, as a user runs it (its error handling included)."""
     return subprocess.run([sys.executable, "-c", "from stop.cli import main; main()", *args],
                           env=dict(os.environ), capture_output=True, text=True, timeout=300)
+
+
+EXACT_GRID = '''def algorithm(t, dist):
+    n = len(t)
+    target = dist - sum(t[i] != t[i + 1] for i in range(n - 1))
+    layers = [{(c, int(c != t[0])): None for c in "AB"}]
+    for i in range(1, n):
+        layer = {}
+        for pc, v in layers[-1]:
+            for c in "AB":
+                layer.setdefault((c, v + (c != t[i]) + (c != pc)), (pc, v))
+        layers.append(layer)
+    for key in layers[-1]:
+        if key[1] == target:
+            out = []
+            for i in range(n - 1, -1, -1):
+                out.append(key[0])
+                key = layers[i][key]
+            return "".join(reversed(out))
+    return t
+'''
+
+
+@pytest.mark.docker
+def test_transfer_takes_an_improver_from_a_file(store, sandbox, tmp_path) -> None:
+    run = store.create(RunConfig.from_profile("tiny", model="scripted").to_dict(), label="t")
+    run.write_improver(0, SEED)
+    elsewhere = tmp_path / "published_improver.py"
+    elsewhere.write_text(f"SOLVER = {EXACT_GRID!r}\n\n\ndef improve_algorithm(initial_solution, "
+                         f"utility, language_model):\n    return SOLVER\n")
+    model = ScriptedModel([{"match": None, "texts": [fenced("def algorithm(t, dist):\n    return t\n")]}])
+    table = run_transfer(run, tasks=["str_grid_dist"], trials=1, sandbox=sandbox, model=model,
+                         improver_source=elsewhere.read_text(), improver_name=elsewhere.name)
+    row = table["rows"][0]
+    assert row["improver"]["scores"] == [1.0]
+    assert table["improver_label"] == "improver from published_improver.py"
+    assert table["improver_round"] is None
+    assert table["improver_hash"] == source_hash(elsewhere.read_text())
+    # A file that is not an improver is one line, before anything runs.
+    for text, words in (("def algorithm(t, dist):\n    return t\n", "defines no improve_algorithm"),
+                        ("def improve_algorithm(:\n", "not valid Python")):
+        bad = tmp_path / "bad.py"
+        bad.write_text(text)
+        r = stop("transfer", run.id, "--tasks", "str_grid_dist", "--improver-file", str(bad))
+        assert r.returncode == 1 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    r = stop("transfer", run.id, "--improver-file", str(tmp_path / "missing.py"))
+    assert r.returncode == 1 and "cannot read the improver file" in r.stderr
