@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import subprocess
 import sys
 
 import pytest
+from privileges import drop_privileges
 
 from stop.fsutil import pid_alive, write_atomic
 
@@ -36,15 +36,6 @@ def test_pid_alive_for_live_gone_and_non_pids():
     assert not pid_alive(child.pid)  # reaped: no such process
     for not_a_pid in (0, -1, None, "1", 1.0, True, 2**80):
         assert not pid_alive(not_a_pid)
-
-
-def drop_privileges() -> None:
-    """In a child before exec: as root, give up the capabilities that bypass permissions and
-    signal checks (CAP_DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER, KILL, LINUX_IMMUTABLE)."""
-    if os.getuid() == 0:
-        libc = ctypes.CDLL(None, use_errno=True)
-        for cap in (1, 2, 3, 5, 9):
-            libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP: gone from the exec'd program
 
 
 def test_a_process_of_another_user_counts_as_alive():

@@ -89,7 +89,7 @@ EVENTS: dict[str, EventType] = {t.name: t for t in (
     # the sandbox and the audit (stop/sandbox/)
     _t("sandbox_exec", "one execution in the sandbox (no payload)", {"role": str},
        "kind limits service_requests status exit_code signal oom_killed wall_s stdout_bytes "
-       "stderr_bytes limit_fired backend candidate_hash findings"),
+       "stderr_bytes limit_fired backend runtime candidate_hash findings"),
     _t("audit_finding", "an attempt to switch off a safety flag or escape",
        {"finding": dict}),
     # experiments (stop/experiments/)

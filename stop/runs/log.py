@@ -9,13 +9,14 @@ reading stops with one line naming it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from stop.errors import StopError
 from stop.runs.events import problem_of
@@ -35,62 +36,49 @@ class EventLog:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._seq: int | None = None
+        self._size = 0  # the file's size after this writer's last append
 
     @property
     def run_id(self) -> str:
         return self.path.parent.name
 
-    def _repair_tail(self) -> None:
-        """Cut a torn last line left by a killed writer, so appends start on a clean line."""
-        if not self.path.exists():
-            return
-        with open(self.path, "rb+") as f:
-            size = f.seek(0, os.SEEK_END)
-            if size == 0:
-                return
-            f.seek(size - 1)
-            if f.read(1) == b"\n":
-                return
-            f.truncate(_last_newline(f, size) + 1)
-
-    def _next_seq(self) -> int:
-        """One more than the last event's seq, read from the end of the file (no full scan)."""
-        if not self.path.exists():
-            return 0
-        with open(self.path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            if size == 0:
-                return 0
-            start = _last_newline(f, size - 1) + 1
-            f.seek(start)
-            try:
-                seq = json.loads(f.read(size - start)).get("seq")
-            except (ValueError, AttributeError, RecursionError):
-                seq = None
-            if isinstance(seq, int) and not isinstance(seq, bool):
-                return seq + 1
-            f.seek(0)
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    def _sync(self, f: BinaryIO, size: int) -> None:
+        """Cut a torn last line left by a killed writer (so appends start on a clean line) and
+        take `seq` from the last event, when the file is not as this writer left it."""
+        if size and _byte(f, size - 1) != b"\n":
+            size = _last_newline(f, size) + 1
+            f.truncate(size)
+        self._seq, self._size = _next_seq(f, size), size
 
     def append(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Write one event as one fsynced line; returns it with its `seq` and `ts`.
+
+        Writers in other processes (there should be none while a process owns the run, but
+        an experiment may add to a finished run) are serialized by an flock on the file, and
+        each continues from the last line's seq, so seq never repeats.
+        """
         with self._lock:
             try:
-                if self._seq is None:
-                    self._repair_tail()
-                    self._seq = self._next_seq()
-                record = {"seq": self._seq, "ts": round(time.time(), 3), **event}
-                line = json.dumps(record, default=json_default, separators=(",", ":")) + "\n"
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                try:
-                    os.write(fd, line.encode("utf-8"))
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                             0o644)
+                with os.fdopen(fd, "rb+", buffering=0) as f:
+                    fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+                    size = os.fstat(f.fileno()).st_size
+                    if self._seq is None or size != self._size:
+                        self._sync(f, size)
+                    assert self._seq is not None
+                    record = {"seq": self._seq, "ts": round(time.time(), 3), **event}
+                    line = (json.dumps(record, default=json_default, separators=(",", ":"))
+                            + "\n").encode("utf-8")
+                    os.write(f.fileno(), line)
+                    os.fsync(f.fileno())
             except OSError as e:
+                self._seq = None  # the file is in an unknown state: read it again next time
                 raise StoreError(f"run {self.run_id}: cannot write {self.path} "
                                  f"({e.strerror or e})") from None
             self._seq += 1
+            self._size += len(line)
             return record
 
     def scan(self, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -142,7 +130,12 @@ class EventLog:
             return f.read(1) != b"\n"
 
 
-def _last_newline(f: Any, end: int) -> int:
+def _byte(f: BinaryIO, pos: int) -> bytes:
+    f.seek(pos)
+    return f.read(1)
+
+
+def _last_newline(f: BinaryIO, end: int) -> int:
     """Offset of the last b"\\n" before byte `end` of a binary file, or -1."""
     pos, block = end, 1 << 16
     while pos > 0:
@@ -153,6 +146,23 @@ def _last_newline(f: Any, end: int) -> int:
         if i >= 0:
             return pos + i
     return -1
+
+
+def _next_seq(f: BinaryIO, size: int) -> int:
+    """One more than the last event's seq, read from the end of the file (no full scan); the
+    count of lines when the last one carries no seq."""
+    if size == 0:
+        return 0
+    start = _last_newline(f, size - 1) + 1
+    f.seek(start)
+    try:
+        seq = json.loads(f.read(size - start)).get("seq")
+    except (ValueError, AttributeError, RecursionError):
+        seq = None
+    if isinstance(seq, int) and not isinstance(seq, bool):
+        return seq + 1
+    f.seek(0)
+    return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
 def _parse(raw: bytes) -> tuple[dict[str, Any], str | None]:

@@ -15,12 +15,14 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stop.fsutil import write_atomic
 from stop.paths import runs_dir
+from stop.runs import lock
 from stop.runs.events import SCHEMA_VERSION, VERSION_FIELD, check_version
 from stop.runs.log import LOG_NAME, EventLog, StoreError, json_default
 from stop.runs.recorders import NullRecorder, Recorder, RunRecorder
@@ -101,6 +103,20 @@ class Run:
                 return dict(e["config"])
         raise StoreError(f"run {self.id}: config.json is missing and its log holds no run_start "
                          f"to rebuild it from")
+
+    @contextmanager
+    def owned(self) -> Iterator[Run]:
+        """Own the run for the block: one process writes a run at a time (see stop.runs.lock).
+        Raises RunBusy naming the owner, or StoreError when the run cannot be written."""
+        lock.acquire(self.dir, self.id)
+        try:
+            for path, what in ((self.dir, "its folder"), (self.log.path, LOG_NAME)):
+                if path.exists() and not os.access(path, os.W_OK):
+                    raise StoreError(f"run {self.id}: {what} is read-only ({path}); make it "
+                                     f"writable to run or resume it")
+            yield self
+        finally:
+            lock.release(self.dir)
 
     def write_config(self, config: dict[str, Any]) -> Path:
         """config.json, stamped with the schema version (written atomically)."""

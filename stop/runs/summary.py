@@ -9,11 +9,14 @@ listing reads a few small files and the ends of the logs, not whole histories.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stop.errors import StopError
 from stop.fsutil import pid_alive
+from stop.runs import lock
 from stop.runs.store import Run, StoreError
 
 SUMMARY_NAME = "summary.json"
@@ -38,9 +41,15 @@ class Usage:
             self.cached += 1
             return
         self.calls += 1
-        self.tokens += int(event.get("prompt_tokens", 0)) + int(event.get("completion_tokens", 0))
+        # A malformed count in a logged event must not break every listing: it counts as 0.
+        self.tokens += int(_number(event.get("prompt_tokens", 0))
+                           + _number(event.get("completion_tokens", 0)))
         cost = event.get("cost_usd", 0.0)
-        self.cost_usd = None if self.cost_usd is None or cost is None else self.cost_usd + float(cost)
+        self.cost_usd = None if self.cost_usd is None or cost is None else self.cost_usd + _number(cost)
+
+
+def _number(x: Any) -> float:
+    return x if isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) else 0
 
 
 def _cost(cost: float | None) -> float | None:
@@ -71,7 +80,7 @@ class Fold:
     def add(self, e: dict[str, Any]) -> None:
         kind = e.get("type")
         ts = e.get("ts")
-        if isinstance(ts, int | float):
+        if isinstance(ts, int | float) and 0 <= ts < 1e11:  # a time the clock can show
             self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
             self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
         self.seq = e.get("seq", self.seq)
@@ -87,11 +96,15 @@ class Fold:
             self.usage.add(e)
 
     def live_status(self, run: Run | None = None) -> str:
-        """finished | interrupted | failed from the last run_end; otherwise running while the
-        process that started or resumed the run is alive, killed when it is gone."""
+        """finished | interrupted | failed from the last run_end; otherwise running while a
+        process owns the run (its lock; for runs from before locks, while the process that
+        started or resumed it is alive), killed when it is gone."""
         if self.status != "running":
             return self.status
-        return "running" if pid_alive(self.pid) else "killed"
+        held = lock.owner(run.dir) if run is not None else False
+        if held is False:
+            held = pid_alive(self.pid)
+        return "running" if held else "killed"
 
     def best(self) -> dict[str, Any]:
         best: dict[str, Any] = {"val": None, "test": None, "round": None}
@@ -101,6 +114,16 @@ class Fold:
             if best["val"] is None or kept["val"] > best["val"]:
                 best = {"val": kept["val"], "test": kept["test"], "round": t}
         return best
+
+    def check_rows(self, run_id: str) -> None:
+        """A round_end's scores are read as numbers everywhere: refuse one that is not."""
+        for t, r in self.rows.items():
+            for who in ("incumbent", "candidate"):
+                block = r[who]
+                if not all(isinstance(block.get(k), int | float) and not isinstance(block.get(k), bool)
+                           for k in ("val", "test")):
+                    raise StoreError(f"run {run_id}: the round_end event of round {t} has no "
+                                     f"numeric {who} val/test scores; the log is damaged")
 
     def checkpoint(self, offset: int) -> dict[str, Any]:
         return {"offset": offset, "seq": self.seq, "status": self.status, "pid": self.pid,
@@ -136,9 +159,13 @@ def _checkpoint(run: Run) -> tuple[Fold, int]:
     try:
         saved = run.read_json(SUMMARY_NAME)
         fold, offset = Fold.from_checkpoint(saved)
-        if 0 < offset <= run.log.size() and _seq_ending_at(run, offset) == fold.seq:
+        st = run.log.path.stat()
+        # Appends since the checkpoint are folded on top of it; a log rewritten in place (the
+        # same size, a new mtime) or cut shorter is folded again from the start.
+        rewritten = st.st_size == offset and saved["log"].get("mtime_ns") not in (None, st.st_mtime_ns)
+        if 0 < offset <= st.st_size and not rewritten and _seq_ending_at(run, offset) == fold.seq:
             return fold, offset
-    except (StoreError, KeyError, TypeError, ValueError, AttributeError):
+    except (OSError, StoreError, KeyError, TypeError, ValueError, AttributeError):
         pass  # no usable summary: fold the whole log
     return Fold(), 0
 
@@ -171,12 +198,9 @@ def summarize(run: Run) -> dict[str, Any]:
 
 
 def _summary(run: Run, cfg: dict[str, Any], fold: Fold, offset: int) -> dict[str, Any]:
-    try:
-        rows = [fold.rows[t] for t in sorted(fold.rows)]
-        best = fold.best()
-    except (KeyError, TypeError) as e:
-        raise StoreError(f"run {run.id}: a round_end event is malformed ({e!r}); the log is "
-                         f"damaged") from None
+    fold.check_rows(run.id)
+    rows = [fold.rows[t] for t in sorted(fold.rows)]
+    best = fold.best()
     first, last = fold.first_ts, fold.last_ts
     out = {
         "id": run.id, "task": cfg.get("task"), "model": cfg.get("model") or "embedded",
@@ -198,7 +222,10 @@ def write_summary(run: Run) -> dict[str, Any]:
     cfg = run.config()
     fold, offset = fold_run(run)
     summary = _summary(run, cfg, fold, offset)
-    run.write_json(SUMMARY_NAME, {**summary, "log": fold.checkpoint(offset)})
+    checkpoint = fold.checkpoint(offset)
+    st = run.log.path.stat() if run.log.path.exists() else None
+    checkpoint["mtime_ns"] = st.st_mtime_ns if st is not None and st.st_size == offset else None
+    run.write_json(SUMMARY_NAME, {**summary, "log": checkpoint})
     return summary
 
 
@@ -211,3 +238,28 @@ def run_status(events: Iterable[dict[str, Any]]) -> str:
 
 def finished_rounds(run: Run) -> list[int]:
     return sorted(fold_run(run)[0].rows)
+
+
+def summary_is_current(run: Run) -> bool:
+    """Whether summary.json says what the log says (a kill right after the last event can
+    leave it saying "running" for good)."""
+    try:
+        saved = run.read_json(SUMMARY_NAME)
+        live = summarize(run)
+    except StoreError:
+        return False
+    return (isinstance(saved, dict) and saved.get("status") == live["status"]
+            and saved.get("rounds_done") == live["rounds_done"])
+
+
+def listed(run: Run) -> dict[str, Any]:
+    """The run's summary for a listing, or, for a run that cannot be read, an entry with
+    status "damaged" and the one-line reason: one bad run never hides the others."""
+    try:
+        return summarize(run)
+    except StopError as e:
+        return {"id": run.id, "task": None, "model": None, "profile": None, "rounds": None,
+                "rounds_done": 0, "status": "damaged", "error": str(e),
+                "best": {"val": None, "test": None, "round": None}, "round_table": [],
+                "model_calls": 0, "tokens": 0, "cost_usd": None, "findings": 0,
+                "started": None, "duration_s": None}
