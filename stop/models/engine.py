@@ -60,6 +60,7 @@ class Sample:
     pieces: bytearray = field(default_factory=bytearray)
     count: int = 0
     finish: str | None = None
+    accept_rate: float = 1.0  # running mean of this sample's draft acceptance
 
 
 @dataclass
@@ -248,12 +249,23 @@ class Engine:
         self.rt.set_threads(self.cores.choose())
         items: list[tuple[int, int, int, bool]] = []
         plan: list[tuple[Request, Sample, list[int], int]] = []  # sample, drafts, first index
+        live = sum(1 for r in self.running for s in r.samples if s.finish is None)
+        # On this kind of CPU a step's cost grows almost linearly with its tokens, so a draft
+        # token costs nearly what it saves: it pays only when it is likely to be kept, and the
+        # more samples already share the step, the likelier it must be (measured: 43% kept
+        # paid for one sample, 52% did not for six). Samples below the bar stop drafting and
+        # try again after a while.
+        bar = min(0.9, 0.3 + 0.1 * live)
         for r in self.running:
             for s in r.samples:
                 if s.finish is not None:
                     continue
                 room = r.max_tokens - s.count - 1
-                drafts = s.drafter.draft(min(self.draft_max, room)) if s.drafter else []
+                drafts = []
+                if s.drafter and s.accept_rate >= bar:
+                    drafts = s.drafter.draft(min(self.draft_max, room))
+                elif s.drafter:
+                    s.accept_rate = min(1.0, s.accept_rate + 0.02)
                 plan.append((r, s, drafts, len(items)))
                 items.append((s.pending, s.pos, s.seq, True))
                 items += [(d, s.pos + 1 + j, s.seq, True) for j, d in enumerate(drafts)]
@@ -320,6 +332,7 @@ class Engine:
 
     def _advance(self, r: Request, s: Sample, drafts: list[int], first: int) -> None:
         """Verify the drafts of one sample against the step's logits, emit what is kept."""
+        kept = 0
         for j in range(len(drafts) + 1):
             ids, probs = target_distribution(self.rt.logits(first + j), r.params)
             if j < len(drafts):
@@ -327,6 +340,7 @@ class Engine:
             else:
                 tok, ok = draw(ids, probs, s.rng), False
             r.accepted += ok
+            kept += ok
             if s.drafter:
                 s.drafter.append(tok)
             s.pos += 1
@@ -334,6 +348,8 @@ class Engine:
             self._emit(r, s, tok)
             if s.finish is not None or not ok:
                 break
+        if drafts:
+            s.accept_rate = 0.7 * s.accept_rate + 0.3 * kept / len(drafts)
         # Rejected drafts left cells after the kept tokens: drop them.
         self.rt.seq_rm(s.seq, s.pos, -1)
         if s.finish is not None:

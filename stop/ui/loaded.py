@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from stop.runs.events import problem_of
-from stop.runs.store import NullRecorder, Run, StoreError
+from stop.runs.recorders import NullRecorder
+from stop.runs.store import Run, StoreError
 
 
 @dataclass

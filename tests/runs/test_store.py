@@ -47,7 +47,7 @@ def test_kill_during_appends_leaves_a_readable_log(tmp_path):
         f"""
         import os, sys
         sys.path.insert(0, {str(os.getcwd())!r})
-        from stop.runs.store import EventLog
+        from stop.runs.log import EventLog
         log = EventLog({str(path)!r})
         i = 0
         while True:
