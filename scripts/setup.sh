@@ -261,7 +261,7 @@ step_gvisor() {
     step "gVisor: runsc as a second sandbox runtime (stop ... --runtime runsc)"
     py="$VENV/bin/python"
     if engine_has_runsc && [[ -x "$py" ]] && command -v runsc >/dev/null 2>&1 \
-        && "$py" -m stop.sandbox.runtimes register --check --config "$DAEMON_JSON" \
+        && "$py" -m stop.sandbox.runsc_setup register --check --config "$DAEMON_JSON" \
             --runsc "$(command -v runsc)" >/dev/null 2>&1; then
         say "    the engine has runsc ($(runsc --version 2>/dev/null | head -1 || echo registered))"
         record gvisor skipped "$(elapsed "$t0")"
@@ -281,7 +281,7 @@ step_gvisor() {
             || fail "apt-get could not install runsc"
     fi
     [[ -x "$py" || "$DRY_RUN" == 1 ]] || fail "$py is missing: run bash scripts/setup.sh --only venv first"
-    run_cmd "$py" -m stop.sandbox.runtimes register --config "$DAEMON_JSON" \
+    run_cmd "$py" -m stop.sandbox.runsc_setup register --config "$DAEMON_JSON" \
         --runsc "$(command -v runsc || echo /usr/bin/runsc)" || fail "could not register runsc in $DAEMON_JSON"
     pid="$(pgrep -x dockerd | head -1 || true)"
     if [[ -z "$pid" ]]; then

@@ -12,6 +12,7 @@ from stop.cli.safe import echo
 from stop.reports import audit as A
 from stop.runs.store import RunStore
 from stop.sandbox.records import SEVERITIES
+from stop.sandbox.runtimes import RUNTIMES
 
 FAIL_EXIT = 3
 
@@ -26,6 +27,8 @@ _severity = click.Choice(SEVERITIES, case_sensitive=False)
 @click.option("--rule", "rules", multiple=True, help="Only this rule (repeatable).")
 @click.option("--round", "round_", type=int, help="Only findings of this round.")
 @click.option("--role", type=click.Choice(["improver", "solution"]), help="Only this role.")
+@click.option("--runtime", type=click.Choice(RUNTIMES),
+              help="Only findings contained by this Docker runtime (runc, or runsc: gVisor).")
 @click.option("--summary", is_flag=True, help="Counts per severity, rule, round and lineage.")
 @click.option("--context", "context", type=int, default=1, show_default=True,
               help="Source lines shown around each finding's line.")
@@ -34,7 +37,7 @@ _severity = click.Choice(SEVERITIES, case_sensitive=False)
               help=f"Exit {FAIL_EXIT} when a finding at or above this level is listed.")
 def audit(refs: tuple[str, ...], all_runs: bool, severity: str | None, rules: tuple[str, ...],
           round_: int | None, role: str | None, summary: bool, context: int, as_json: bool,
-          fail_on: str | None) -> None:
+          fail_on: str | None, runtime: str | None) -> None:
     """List the sandbox-escape findings of a run (default: the latest run).
 
     `stop audit show FINDING` prints one finding (id or unique prefix) with the candidate's
@@ -54,7 +57,7 @@ def audit(refs: tuple[str, ...], all_runs: bool, severity: str | None, rules: tu
     if len(refs) > 1:
         raise click.UsageError("give at most one RUN (or `show FINDING`)")
     query = A.FindingQuery(min_severity=severity and severity.lower(), rules=rules,
-                           round=round_, role=role)
+                           round=round_, role=role, runtime=runtime)
     runs, found = A.collect(store, refs[0] if refs else None, all_runs=all_runs, query=query)
     if summary:
         data = A.summarize(runs, found)
@@ -91,7 +94,8 @@ def _list_text(store: Any, runs: list, found: list, context: int) -> None:
     for e in found:
         f = e.finding
         seen = f" x{e.occurrences}" if e.occurrences > 1 else ""
-        echo(f"{e.id}  {f.severity.upper():8} {f.rule}  [{f.layer}]{seen}")
+        under = f", {f.runtime}" if f.runtime else ""
+        echo(f"{e.id}  {f.severity.upper():8} {f.rule}  [{f.layer}{under}]{seen}")
         echo(f"    {_where(f)}")
         echo(f"    attempted: {f.attempted}")
         echo(f"    sandbox:   {f.action}")
@@ -117,8 +121,8 @@ def _summary_text(data: dict) -> str:
     out = [f"runs: {', '.join(data['runs']) or '-'}",
            f"findings: {data['findings']} (distinct {data['distinct']}, logged {data['logged']}, "
            f"linked pairs {data['linked_pairs']})"]
-    for key in ("severity", "rule", "round", "role", "layer"):
-        counts = data[f"by_{key}"]
+    for key in ("severity", "rule", "round", "role", "layer", "runtime"):
+        counts = data.get(f"by_{key}")
         if counts:
             out.append(f"by {key}:")
             out.extend(f"  {k:28} {v}" for k, v in counts.items())
@@ -148,7 +152,8 @@ def _show(store: Any, entry: Any, as_json: bool) -> None:
         return
     echo(f"finding   {entry.id}")
     for label, value in (("rule", f.rule), ("severity", f.severity), ("layer", f.layer),
-                         ("run", f.run_id), ("round", f.round), ("role", f.role),
+                         ("runtime", f.runtime), ("run", f.run_id), ("round", f.round),
+                         ("role", f.role),
                          ("candidate", f.candidate_hash or "?"), ("attempted", f.attempted),
                          ("sandbox", f.action), ("line", f.line),
                          ("logged", f"{entry.occurrences} time(s)")):

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from stop.cli.display import Display
+from stop.cli.options import runtime_option
 from stop.cli.safe import echo
 from stop.core.config import PROFILES
 from stop.errors import StopError
@@ -23,6 +24,7 @@ from stop.models.caps import SpendingCapReached
 from stop.paths import tasks_dir
 from stop.reports.improve import build_improve_report
 from stop.runs.store import RunStore
+from stop.sandbox.runtimes import choose
 from stop.tasks.loader import load_task
 
 
@@ -46,10 +48,11 @@ def experiment() -> None:
 @click.option("--no-exec", is_flag=True, help="Scan only; do not execute the improvers.")
 @click.option("--sandbox", "backend", type=click.Choice(["docker", "process"]), default="docker",
               show_default=True, help="Where the improvers run.")
+@runtime_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
 def unsandbox(n: int | None, warning: bool | None, model: str | None, jobs: int,
               run_ref: str | None, max_tokens: int | None, batch: int | None, no_exec: bool,
-              backend: str, as_json: bool) -> None:
+              backend: str, runtime: str | None, as_json: bool) -> None:
     """The STOP paper's unsandboxing experiment: how often does the model switch the flag off?
 
     N independent attempts to improve the sandbox-variant seed improver, whose utility shows
@@ -59,7 +62,7 @@ def unsandbox(n: int | None, warning: bool | None, model: str | None, jobs: int,
     """
 
     store = RunStore()
-    cfg = X.UnsandboxConfig(jobs=jobs, sandbox=backend)
+    cfg = X.UnsandboxConfig(jobs=jobs, sandbox=backend, sandbox_runtime=choose(runtime))
     if run_ref is not None:
         old = store.open(run_ref).config()
         for key in ("n", "warning", "model", "max_tokens", "temperature", "batch", "execute"):

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from stop.cli.options import runtime_option
 from stop.cli.safe import echo
 from stop.errors import StopError
 from stop.experiments.improve_summary import summarize as summarize_improve
@@ -37,9 +38,10 @@ def _split_tasks(values: tuple[str, ...]) -> list[str]:
 @click.option("--improver-file", "improver_file", type=click.Path(path_type=Path),
               help="An improver from elsewhere (defines improve_algorithm) in place of the run's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+@runtime_option
 def transfer(run_ref: str, tasks: tuple[str, ...], trials: int, improver_round: int | None,
-             jobs: int, model_spec: str | None, improver_file: Path | None,
-             as_json: bool) -> None:
+             jobs: int, model_spec: str | None, improver_file: Path | None, as_json: bool,
+             runtime: str | None) -> None:
     """Score a run's improver on other tasks: the STOP paper's Table 1.
 
     For each task: the test score of its seed solution, of the seed improver applied to it, and
@@ -63,7 +65,7 @@ def transfer(run_ref: str, tasks: tuple[str, ...], trials: int, improver_round: 
 
     table = run_transfer(run, tasks=chosen, trials=trials, improver_round=improver_round,
                          jobs=jobs, model_spec=model_spec, on_trial=progress, on_start=start,
-                         improver_source=source,
+                         runtime=runtime, improver_source=source,
                          improver_name=improver_file.name if improver_file else None)
     echo(json.dumps(_clean(table), indent=2) if as_json else format_table(table))
 

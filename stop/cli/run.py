@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from stop.cli.display import Display
+from stop.cli.options import runtime_option
 from stop.cli.runs import open_run
 from stop.cli.safe import echo
 from stop.core.config import PROFILES, ConfigError, RunConfig, profile_table
@@ -26,6 +27,7 @@ from stop.runs.summary import (
     write_summary,
 )
 from stop.sandbox import open_sandbox
+from stop.sandbox.runtimes import choose
 from stop.tasks.loader import TaskError, load_task
 
 RUN_HELP = f"""Run self-improvement rounds: I_t = I_{{t-1}}(Û, I_{{t-1}}, L).
@@ -64,7 +66,7 @@ def _run_rounds(get_run: Any, cfg: RunConfig, quiet: bool) -> Any:
         raise KeyboardInterrupt
 
     model = resolve_model(cfg.model, api_base=cfg.api_base, timeout_s=cfg.model_timeout_s)
-    sandbox = open_sandbox(cfg.sandbox)
+    sandbox = open_sandbox(cfg.sandbox, runtime=cfg.sandbox_runtime)
     run = None
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
@@ -95,12 +97,13 @@ def cmd_run(task: str | None, rounds: int | None, model: str | None, api_base: s
             profile: str | None, jobs: int | None, seed: int | None, sandbox: str | None,
             margin: float | None, resume: str | None, quiet: bool,
             settings: tuple[str, ...] = (), max_cost: float | None = None,
-            max_tokens_total: int | None = None) -> None:
+            max_tokens_total: int | None = None, runtime: str | None = None) -> None:
 
     if resume:
         given = [n for n, v in (("TASK", task), ("--model", model), ("--api-base", api_base),
                                 ("--profile", profile), ("--seed", seed), ("--margin", margin),
-                                ("--sandbox", sandbox), ("--set", settings or None))
+                                ("--sandbox", sandbox), ("--runtime", runtime),
+                                ("--set", settings or None))
                  if v is not None]
         if given:
             raise StopError(f"--resume continues a run with its own settings; drop {', '.join(given)} "
@@ -137,7 +140,8 @@ def cmd_run(task: str | None, rounds: int | None, model: str | None, api_base: s
         named = {"model": model, "api_base": api_base, "rounds": rounds, "jobs": jobs,
                  "seed": seed, "sandbox": sandbox, "margin": margin, "max_cost_usd": max_cost,
                  "max_tokens_total": max_tokens_total}
-        overrides = {**parse_settings(settings), **{k: v for k, v in named.items() if v is not None}}
+        overrides = {"sandbox_runtime": runtime or choose(), **parse_settings(settings),
+                     **{k: v for k, v in named.items() if v is not None}}
         cfg = RunConfig.from_profile(profile or "tiny", task=base, seed_improver=seed_improver,
                                      **overrides)
         _refuse_unpriced_cap(cfg)
@@ -192,6 +196,7 @@ def parse_settings(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--seed", type=int, help="Sampling seed: part of every model-call key.")
 @click.option("--sandbox", type=click.Choice(["docker", "process"]),
               help="Sandbox backend (default docker; process is no security boundary).")
+@runtime_option
 @click.option("--margin", type=float, help="How much the candidate's meta-utility must beat "
                                            "the incumbent's by (default 0).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from stop.cli.options import runtime_option
 from stop.cli.safe import echo, visible
 from stop.errors import StopError
 from stop.sandbox import Sandbox, open_sandbox
@@ -67,7 +68,8 @@ def status_cmd(as_json: bool) -> None:
 @sandbox_group.command("check")
 @click.argument("cases", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def check_cmd(cases: tuple[str, ...], as_json: bool) -> None:
+@runtime_option
+def check_cmd(cases: tuple[str, ...], as_json: bool, runtime: str | None) -> None:
     """Run the adversarial suite (or the CASES named, by row or name) in the Docker sandbox.
 
     Exits 1 when any case fails: wrong outcome, missing finding, a score, or an escape.
@@ -77,7 +79,7 @@ def check_cmd(cases: tuple[str, ...], as_json: bool) -> None:
     canaries = load_canaries(list(cases) or None)
     if not canaries:
         raise StopError(f"no canary matches {' '.join(cases)}; see stop/sandbox/canaries/")
-    sb = open_sandbox(SUITE_BACKEND)
+    sb = open_sandbox(SUITE_BACKEND, runtime=runtime)
     outcomes = []
     t0 = time.monotonic()
     try:
@@ -90,12 +92,14 @@ def check_cmd(cases: tuple[str, ...], as_json: bool) -> None:
         sb.close()
     failed = [o for o in outcomes if not o.passed]
     if as_json:
-        _echo_json({"backend": SUITE_BACKEND, "passed": not failed and sane is None,
+        _echo_json({"backend": SUITE_BACKEND, "runtime": getattr(sb, "runtime", None),
+                    "passed": not failed and sane is None,
                     "wall_s": round(time.monotonic() - t0, 2), "sanity": sane or "ok",
                     "cases": [o.to_dict() for o in outcomes]})
     else:
         _table(outcomes)
-        echo(f"{len(outcomes) - len(failed)}/{len(outcomes)} cases passed in "
+        echo(f"{len(outcomes) - len(failed)}/{len(outcomes)} cases passed under "
+             f"{getattr(sb, 'runtime', SUITE_BACKEND)} in "
              f"{time.monotonic() - t0:.1f}s; a normal candidate afterwards: {sane or 'ok'}")
     if failed or sane:
         sys.exit(1)
@@ -112,14 +116,17 @@ def check_cmd(cases: tuple[str, ...], as_json: bool) -> None:
 @click.option("--wall", type=float, default=30.0, show_default=True,
               help="Wall-clock limit in seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@runtime_option
 def exec_cmd(file: Path, role: str | None, task_name: str, backend: str, wall: float,
-             as_json: bool) -> None:
+             as_json: bool, runtime: str | None) -> None:
     """Run one candidate FILE in the sandbox by itself; print the outcome and findings."""
-    out = _exec_file(file, role=role, task_name=task_name, backend=backend, wall_s=wall)
+    out = _exec_file(file, role=role, task_name=task_name, backend=backend, wall_s=wall,
+                     runtime=runtime)
     if as_json:
         _echo_json(out)
         return
-    echo(f"{out['role']} {file.name}: {out['status']} in {out['wall_s']:.2f}s "
+    under = f" under {out['runtime']}" if out.get("runtime") else ""
+    echo(f"{out['role']} {file.name}: {out['status']}{under} in {out['wall_s']:.2f}s "
          f"(exit {out['exit_code']}{', ' + out['signal'] if out['signal'] else ''})")
     for line in out.get("summary", []):
         echo(f"  {line}")
@@ -158,14 +165,14 @@ def _guess_role(source: str) -> str:
 
 
 def _exec_file(file: Path, *, role: str | None, task_name: str, backend: str,
-               wall_s: float) -> dict[str, Any]:
+               wall_s: float, runtime: str | None = None) -> dict[str, Any]:
     """Run a file alone: a solution on a few instances of the task, an improver with budgets."""
     try:
         source = file.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise StopError(f"cannot read {file}: {e}") from None
     role = role or _guess_role(source)
-    sb = open_sandbox(backend)
+    sb = open_sandbox(backend, runtime=runtime)
     try:
         r, summary = (_exec_solution(sb, source, task_name) if role == "solution"
                       else _exec_improver(sb, source, wall_s))

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from stop.cli.options import runtime_option
 from stop.cli.safe import echo
 from stop.core.meta import score_meta
 from stop.errors import StopError
@@ -81,8 +82,9 @@ def show_cmd(name: str, as_json: bool) -> None:
               show_default=True, help="process is NOT a security boundary.")
 @click.option("--model", "model_spec", default=None,
               help="Meta tasks only: the language model the improver uses (default: embedded).")
+@runtime_option
 def score_cmd(task_name: str, solution: str, split: str, as_json: bool, backend: str,
-              model_spec: str | None) -> None:
+              model_spec: str | None, runtime: str | None) -> None:
     """Score a solution file (or the task's seed) on a task's hidden instances.
 
     For a meta task, FILE is an improver and the score is its meta-utility."""
@@ -95,7 +97,7 @@ def score_cmd(task_name: str, solution: str, split: str, as_json: bool, backend:
     n = task.n_instances(split) if task.kind == "solve" else task.settings.get("n_tests", "?")
     echo(f"scoring {solution} on {task.name}/{split} ({n} instances, {backend} sandbox)...",
                err=True)
-    sandbox = open_sandbox(backend)
+    sandbox = open_sandbox(backend, runtime=runtime)
     model = None
     try:
         with _status(f"running {task.name}/{split}"):

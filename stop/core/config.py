@@ -15,6 +15,7 @@ from typing import Any
 
 from stop.core.budget import PAPER, Budget
 from stop.errors import StopError
+from stop.sandbox.runtimes import RUNTIMES
 
 
 class ConfigError(StopError):
@@ -105,6 +106,7 @@ class RunConfig:
     jobs: int = 2
     seed: int = 0
     sandbox: str = "docker"
+    sandbox_runtime: str = "runc"  # the Docker backend's OCI runtime: runc, or runsc (gVisor)
     margin: float = 0.0
     alpha: float | None = 0.05
     seed_improver: str = "meta_optimization"
@@ -191,6 +193,9 @@ class RunConfig:
             raise ConfigError(f"alpha must be between 0 and 1 (exclusive) or null, got {self.alpha!r}")
         if self.sandbox not in ("docker", "process"):
             raise ConfigError(f"sandbox must be docker or process, got {self.sandbox!r}")
+        if self.sandbox_runtime not in RUNTIMES:
+            raise ConfigError(f"sandbox_runtime must be {' or '.join(RUNTIMES)}, "
+                              f"got {self.sandbox_runtime!r}")
         if self.profile not in PROFILES:
             raise ConfigError(f"unknown profile {self.profile!r}; choose one of {', '.join(PROFILES)}")
         if not isinstance(self.task, str) or not self.task:

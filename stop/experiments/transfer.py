@@ -263,12 +263,13 @@ def run_transfer(run: Run, *, tasks: list[str], trials: int = 5, improver_round:
                  model: Model | None = None,
                  on_trial: Callable[[dict[str, Any]], None] | None = None,
                  on_start: Callable[[int, int, str], None] | None = None,
-                 improver_source: str | None = None,
+                 runtime: str | None = None, improver_source: str | None = None,
                  improver_name: str | None = None) -> dict[str, Any]:
     """Evaluate (resuming) and store the transfer table of a run; returns the table.
 
     The model is the run's (config.json) unless model_spec or a Model object is given; the
-    sandbox is the run's backend unless a Sandbox is given. Budgets per improver run are the
+    sandbox is the run's backend unless a Sandbox is given (runtime: the Docker runtime instead
+    of the run's sandbox_runtime). Budgets per improver run are the
     run's base-task budgets (lm_budget, max_responses_per_call, utility_budget, max_tokens,
     improver_wall_s). improver_source: an improver from elsewhere (a file named improver_name)
     in place of the run's; its trials are its own, keyed by its hash.
@@ -281,6 +282,8 @@ def run_transfer(run: Run, *, tasks: list[str], trials: int = 5, improver_round:
     if not tasks:
         raise TransferError("no tasks given")
     config = run.config()
+    if runtime is not None:
+        config = {**config, "sandbox_runtime": runtime}
     task_objects = {}
     for name in dict.fromkeys(tasks):
         t = load_task(name)
@@ -345,7 +348,8 @@ def _execute(run: Run, specs: list[TrialSpec], *, config: dict[str, Any], budget
                               api_base=config.get("api_base"))
     try:
         if sandbox is None:
-            sandbox = open_sandbox(str(config.get("sandbox", "docker")))
+            sandbox = open_sandbox(str(config.get("sandbox", "docker")),
+                                   runtime=config.get("sandbox_runtime"))
         # Replies already logged by an interrupted trial are served again from the log, so a
         # resumed trial asks the model nothing it has answered before.
         events = run.events()

@@ -66,6 +66,7 @@ class UnsandboxConfig:
     batch: int = 6
     execute: bool = True
     sandbox: str = "docker"
+    sandbox_runtime: str | None = None  # the Docker runtime; None: $STOP_SANDBOX_RUNTIME or runc
     exec_wall_s: float = 60.0
     # Runtime check: the improver gets STOP's budgets, but its model calls get canned replies
     # (no model cost) and utility calls are counted, not scored.
@@ -289,7 +290,8 @@ def run_unsandbox(cfg: UnsandboxConfig, *, store: RunStore | None = None,
         if own_model:
             model = resolve_model(cfg.model)
         if own_sandbox:
-            sandbox = open_sandbox(cfg.sandbox, pool_size=min(cfg.jobs, 4))
+            sandbox = open_sandbox(cfg.sandbox, pool_size=min(cfg.jobs, 4),
+                                   runtime=cfg.sandbox_runtime)
         ctx = _Context(cfg, run, Gateway(model, recorder=rec, recorded=recorded), sandbox,
                        expertise, message, lpn_seed, lpn_description)
         _run_all(ctx, todo, rec, progress)

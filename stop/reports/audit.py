@@ -27,6 +27,7 @@ from stop.errors import StopError
 from stop.runs.store import Run, RunStore
 from stop.sandbox.records import SEVERITIES, AuditFinding, severity_rank, source_hash
 from stop.sandbox.rules import RULES
+from stop.sandbox.runtimes import RUNTIMES
 
 
 class AuditError(StopError):
@@ -69,6 +70,7 @@ class FindingQuery:
     rules: tuple[str, ...] = ()
     round: int | None = None
     role: str | None = None
+    runtime: str | None = None  # the OCI runtime whose container held it (runc, runsc)
 
     def __post_init__(self) -> None:
         if self.min_severity is not None and self.min_severity not in SEVERITIES:
@@ -84,6 +86,8 @@ class FindingQuery:
             raise AuditError(f"unknown rule {unknown[0]!r}{hint}")
         if self.role is not None and self.role not in ("improver", "solution"):
             raise AuditError(f"unknown role {self.role!r}; choose improver or solution")
+        if self.runtime is not None and self.runtime not in RUNTIMES:
+            raise AuditError(f"unknown runtime {self.runtime!r}; choose {' or '.join(RUNTIMES)}")
 
     def matches(self, f: AuditFinding) -> bool:
         if self.min_severity and _rank(f.severity) < severity_rank(self.min_severity):
@@ -92,6 +96,8 @@ class FindingQuery:
             return False
         if self.round is not None and f.round != self.round:
             return False
+        if self.runtime is not None and f.runtime != self.runtime:
+            return False  # findings of the process backend, or logged before runtimes, have none
         return self.role is None or f.role == self.role
 
 
@@ -217,7 +223,8 @@ def _improver_hash(run: Run, round: int) -> str | None:
 
 
 def summarize(runs: list[Run], found: list[AuditEntry]) -> dict[str, Any]:
-    """Counts per severity, rule, round, role and layer (linked pairs once), plus lineages."""
+    """Counts per severity, rule, round, role, layer and runtime (linked pairs once), plus
+    lineages."""
     counted = [e for e in found if e.counted]
     summary: dict[str, Any] = {
         "runs": [r.id for r in runs],
@@ -228,7 +235,8 @@ def summarize(runs: list[Run], found: list[AuditEntry]) -> dict[str, Any]:
     }
     for key, get in (("severity", lambda f: f.severity), ("rule", lambda f: f.rule),
                      ("round", lambda f: "-" if f.round is None else str(f.round)),
-                     ("role", lambda f: f.role), ("layer", lambda f: f.layer)):
+                     ("role", lambda f: f.role), ("layer", lambda f: f.layer),
+                     ("runtime", lambda f: f.runtime or "-")):
         c = Counter(get(e.finding) for e in counted)
         summary[f"by_{key}"] = dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
     flagged = {e.finding.candidate_hash for e in found if e.finding.candidate_hash}

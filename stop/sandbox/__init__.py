@@ -19,10 +19,15 @@ __all__ = ["Allowance", "ExecRecorder", "ImproveJob", "Job", "Sandbox", "Sandbox
            "ServiceError", "ServiceHandler", "Services", "SolveJob", "open_sandbox"]
 
 
-def open_sandbox(backend: str = "docker", *, pool_size: int = 0) -> Sandbox:
-    """A ready sandbox. "docker" builds the image if needed; "process" warns it is no boundary."""
+def open_sandbox(backend: str = "docker", *, pool_size: int = 0,
+                 runtime: str | None = None) -> Sandbox:
+    """A ready sandbox. "docker" builds the image if needed; "process" warns it is no boundary.
+
+    runtime: the Docker backend's OCI runtime, runc or runsc (gVisor); None takes
+    $STOP_SANDBOX_RUNTIME, else runc. The process backend has none and ignores it.
+    """
     if backend == "docker":
-        return DockerSandbox(pool_size=pool_size)
+        return DockerSandbox(pool_size=pool_size, runtime=runtime)
     if backend == "process":
         return ProcessSandbox()
     raise SandboxUnavailable(f"unknown sandbox backend {backend!r}: choose docker or process")

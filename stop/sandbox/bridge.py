@@ -27,6 +27,9 @@ MAX_FRAME_BYTES = 32 * 1024 * 1024
 MAX_REQUESTS_IN_FLIGHT = 16
 # Text in the candidate's own output that imitates a result or a protocol frame.
 _FAKE = re.compile(r'"(?:n|nonce|t|status|score|result|returned)"\s*:', re.IGNORECASE)
+# How the harness starts every frame (json.dumps of {"n", "s", "t", then the body; a result's
+# body starts with "i"}): enough of an oversized line to tell an honest frame from a forgery.
+_HEAD = re.compile(rb'\{"n":"([0-9a-f]{1,64})","s":(\d{1,12}),"t":"(\w{1,16})"(?:,"i":(\d{1,9}))?')
 
 
 class OutputBuffer:
@@ -105,7 +108,7 @@ class Session:
                 rest = data[start:]
                 if not self._skipping:
                     if len(self._buf) + len(rest) > MAX_FRAME_BYTES:
-                        self._tamper(f"frame longer than {MAX_FRAME_BYTES} bytes")
+                        self._oversized((bytes(self._buf[:256]) + bytes(rest[:256]))[:256])
                         self._buf.clear()
                         self._skipping = True
                     else:
@@ -120,6 +123,34 @@ class Session:
                 if line.strip():
                     self._frame(line)
             start = nl + 1
+
+    def _oversized(self, head: bytes) -> None:
+        """A line over the frame limit. The harness's own result or closing frame (this
+        nonce, the next sequence number) is an honest value too big to carry: a resource
+        limit, that call an error. Anything else is tampering."""
+        m = _HEAD.match(head)
+        kind = m.group(3).decode() if m else None
+        honest = (m is not None and m.group(1).decode() == self.nonce and self.done is None
+                  and int(m.group(2)) == self.expected_seq
+                  and (kind == protocol.DONE or (kind == protocol.RESULT and m.group(4))))
+        if not honest:
+            self._tamper(f"frame longer than {MAX_FRAME_BYTES} bytes")
+            return
+        self.expected_seq += 1
+        what = f"over the {MAX_FRAME_BYTES // 2**20} MB frame limit: dropped"
+        if kind == protocol.RESULT:
+            i = int(m.group(4))
+            if any(r.get("i") == i for r in self.results):
+                self._tamper(f"second result for call {i!r}")
+                return
+            self.results.append({"i": i, "status": "error", "value": None,
+                                 "error": f"result {what}", "elapsed_s": 0.0})
+            attempted = f"the result of call {i} is {what}"
+        else:
+            self.done = {"t": protocol.DONE, "error": f"returned value {what}"}
+            attempted = f"the returned value is {what}"
+        self.finding("resource-result", "host", attempted, limit="frame_bytes",
+                     frame_bytes=MAX_FRAME_BYTES)
 
     def feed_stderr(self, data: bytes) -> None:
         self.stderr.add(data)

@@ -37,6 +37,7 @@ from stop.sandbox.execution import (
 from stop.sandbox.image import ensure_image
 from stop.sandbox.jobs import Job
 from stop.sandbox.records import ExecLimits, ExecResult
+from stop.sandbox.runtimes import RUNC, choose, host_pids, nproc_ulimit, require
 from stop.sandbox.services import ServiceHandler
 
 LABEL = "stop.sandbox"
@@ -95,16 +96,19 @@ def pooled_ids() -> set[str]:
     return out
 
 
-def _pool_key(limits: ExecLimits) -> tuple:
-    """Limits fixed at container creation; wall clock and output are enforced per execution."""
-    return (limits.memory_mb, limits.cpus, limits.pids, limits.nofile, limits.fsize_mb,
+def _pool_key(limits: ExecLimits, runtime: str = RUNC) -> tuple:
+    """What is fixed at container creation (the runtime and the limits); the wall clock and
+    the output limit are enforced per execution."""
+    return (runtime, limits.memory_mb, limits.cpus, limits.pids, limits.nofile, limits.fsize_mb,
             limits.tmpfs_mb)
 
 
 class DockerSandbox:
     name = "docker"
 
-    def __init__(self, image: str | None = None, *, pool_size: int = 0) -> None:
+    def __init__(self, image: str | None = None, *, pool_size: int = 0,
+                 runtime: str | None = None) -> None:
+        self.runtime = choose(runtime)  # runc, runsc: argument, $STOP_SANDBOX_RUNTIME, runc
         try:
             import docker
         except ImportError as e:
@@ -118,6 +122,8 @@ class DockerSandbox:
                 "Docker engine not reachable: start dockerd (or `apt-get install docker.io`), "
                 f"or pass --sandbox process ({type(e).__name__})") from None
         self.api = self.client.api
+        if self.runtime != RUNC:
+            require(self.api, self.runtime)
         _CLIENTS.append(self.api)
         if image is None:
             image = ensure_image()
@@ -143,15 +149,19 @@ class DockerSandbox:
         from docker.types import Ulimit
 
         fsize = limits.fsize_mb * 1024 * 1024
+        ulimits = [Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile),
+                   Ulimit(name="fsize", soft=fsize, hard=fsize),
+                   Ulimit(name="core", soft=0, hard=0)]
+        nproc = nproc_ulimit(self.runtime, limits.pids)
+        if nproc is not None:
+            ulimits.append(Ulimit(name="nproc", soft=nproc, hard=nproc))
         host = self.api.create_host_config(
             network_mode="none", read_only=True, ipc_mode="none", init=True,
             tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={limits.tmpfs_mb}m"},
-            cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=limits.pids,
+            cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            pids_limit=host_pids(self.runtime, limits.pids),
             mem_limit=f"{limits.memory_mb}m", memswap_limit=f"{limits.memory_mb}m",
-            nano_cpus=int(limits.cpus * 1e9),
-            ulimits=[Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile),
-                     Ulimit(name="fsize", soft=fsize, hard=fsize),
-                     Ulimit(name="core", soft=0, hard=0)],
+            nano_cpus=int(limits.cpus * 1e9), ulimits=ulimits, runtime=self.runtime,
         )
         c = self.api.create_container(
             self.image, command=HARNESS_CMD, user="65534:65534", environment={},
@@ -194,7 +204,7 @@ class DockerSandbox:
     # ---- the pool of pre-started one-shot containers ---------------------------------------
 
     def _refill(self, limits: ExecLimits) -> None:
-        key = _pool_key(limits)
+        key = _pool_key(limits, self.runtime)
         with self._pool_lock:
             have = len(self._pool.get(key, ())) + self._filling.get(key, 0)
             want = self.pool_size - have
@@ -220,7 +230,7 @@ class DockerSandbox:
 
     def _acquire(self, limits: ExecLimits) -> str:
         if self.pool_size:
-            key = _pool_key(limits)
+            key = _pool_key(limits, self.runtime)
             with self._pool_lock:
                 q = self._pool.get(key)
                 cid = q.popleft() if q else None
@@ -278,6 +288,7 @@ class DockerSandbox:
                 _close(holder["sock"])
             if cid is not None:
                 self._discard(cid)
+        result.runtime = self.runtime
         return report(result, role=role, limits=limits, kind=job.kind, recorder=recorder,
                       requests=ex.session.requests)
 

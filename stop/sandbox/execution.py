@@ -146,6 +146,8 @@ def report(result: ExecResult, *, role: str, limits: ExecLimits, kind: str,
             f.run_id = f.run_id or recorder.run_id or None
             if f.round is None:
                 f.round = rnd
+    for f in result.findings:
+        f.runtime = f.runtime or result.runtime  # which runtime's container held it
     link_findings(result.findings)
     if recorder is not None:
         recorder.record("sandbox_exec", role=role, kind=kind, limits=limits.to_dict(),

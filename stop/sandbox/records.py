@@ -47,6 +47,8 @@ class AuditFinding:
     "container" (outcome read from the engine: OOM, pids, deadline), or "host" (the host
     rejected something: a forged frame, a wrong shape, a budget breach).
     action: what the sandbox did: "blocked", "contained" or "logged".
+    runtime: the OCI runtime whose container ran the execution ("runc", "runsc"); None for the
+    process backend and for findings logged before the field existed.
     """
 
     rule: str
@@ -61,14 +63,15 @@ class AuditFinding:
     run_id: str | None = None
     round: int | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    runtime: str | None = None
 
     @property
     def id(self) -> str:
-        key = json.dumps(
-            [self.run_id, self.round, self.candidate_hash, self.role, self.rule, self.layer,
-             self.line, self.attempted],
-            sort_keys=True, default=str,
-        )
+        parts = [self.run_id, self.round, self.candidate_hash, self.role, self.rule,
+                 self.layer, self.line, self.attempted]
+        if self.runtime is not None:  # the same attempt contained by another runtime is another
+            parts.append(self.runtime)  # finding; ids of findings without one are unchanged
+        key = json.dumps(parts, sort_keys=True, default=str)
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +109,7 @@ class ExecResult:
     backend: str = ""
     candidate_hash: str = ""
     findings: list[AuditFinding] = field(default_factory=list)
+    runtime: str | None = None  # the container's OCI runtime (docker backend only)
 
     @property
     def ok(self) -> bool:
@@ -123,6 +127,7 @@ class ExecResult:
             "stderr_bytes": self.stderr_bytes,
             "limit_fired": self.limit_fired,
             "backend": self.backend,
+            "runtime": self.runtime,
             "candidate_hash": self.candidate_hash,
             "findings": len(self.findings),
         }

@@ -73,7 +73,7 @@ def test_register_merges_into_the_file_and_never_clobbers_a_broken_one(tmp_path)
 
 def test_register_command_line(tmp_path):
     path = tmp_path / "daemon.json"
-    cmd = [sys.executable, "-m", "stop.sandbox.runtimes", "register", "--config", str(path)]
+    cmd = [sys.executable, "-m", "stop.sandbox.runsc_setup", "register", "--config", str(path)]
     check = subprocess.run([*cmd, "--check"], capture_output=True, text=True, timeout=60)
     assert check.returncode == 1 and not path.exists()  # --check changes nothing
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)

@@ -11,6 +11,7 @@ printed no ``ESCAPED`` marker (each canary prints one when an attack worked) and
 from __future__ import annotations
 
 import ast
+import dataclasses
 import os
 import resource
 import secrets
@@ -24,6 +25,7 @@ from stop.runs.recorders import NullRecorder
 from stop.sandbox import docker as docker_sandbox
 from stop.sandbox.execution import Sandbox
 from stop.sandbox.records import AuditFinding, ExecLimits, ExecResult
+from stop.sandbox.runtimes import RUNC, canary_expectations
 from stop.sandbox.standalone import CapturingSandbox, CountingServices, small_task
 from stop.tasks.scoring import score_solution
 
@@ -86,6 +88,16 @@ def load_canaries(select: list[str] | None = None) -> list[Canary]:
     return out
 
 
+def for_runtime(canary: Canary, runtime: str) -> Canary:
+    """The canary with the expectations of ``runtime`` where they differ (stop.sandbox.runtimes
+    says which and why)."""
+    over = canary_expectations(canary.name, runtime)
+    if not over:
+        return canary
+    fields = {k: list(over[k]) for k in ("expect_status", "expect_rules", "checks") if k in over}
+    return dataclasses.replace(canary, **fields, meta={**canary.meta, **over})
+
+
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -94,6 +106,7 @@ def run_canary(sandbox: Sandbox, canary: Canary) -> CanaryOutcome:
     """Run one canary through the real pipeline and judge it (Docker only: canaries bite)."""
     if sandbox.name != "docker":
         raise ValueError("canaries are hostile code: run them only in the docker sandbox")
+    canary = for_runtime(canary, getattr(sandbox, "runtime", RUNC))
 
     token = secrets.token_hex(12)
     os.environ["STOP_CANARY_SECRET"] = token  # must never be seen inside
@@ -141,8 +154,11 @@ def run_canary(sandbox: Sandbox, canary: Canary) -> CanaryOutcome:
     needle = canary.meta.get("expect_detail_contains")
     if needle and not any(needle in (str(f.detail) + f.attempted) for f in findings):
         problems.append(f"no finding names {needle}")
-    if "ESCAPED" in text:
-        problems.append("an attack worked: " + text[text.index("ESCAPED"):][:120])
+    contained = canary.meta.get("contained", [])
+    escaped = [ln for ln in text.splitlines() if "ESCAPED" in ln
+               and not any(ln.strip().startswith(m) for m in contained)]
+    if escaped:
+        problems.append("an attack worked: " + escaped[0].strip()[:120])
     if canary.meta.get("expect_stdout"):
         if canary.meta["expect_stdout"] not in text:
             problems.append(f"output lacks {canary.meta['expect_stdout']!r}")
