@@ -5,6 +5,7 @@ about 200 MB (25 rounds of model calls with 2 x 3 kB replies, sandbox executions
 utility calls, as a long paper-budget run writes them), each with the summary.json the loop
 writes at its round ends. Then, each in a fresh process, measures wall time and peak RSS of:
 
+  startup         `stop runs` on an empty folder: the interpreter and the CLI's imports
   runs            `stop runs` over the 100 runs
   runs --json     `stop runs --json`
   show            `stop show BIG`
@@ -119,6 +120,7 @@ def measure(args: list[str], env: dict[str, str]) -> dict[str, float]:
 
 RESUME_READ = """
 import sys
+from dataclasses import fields
 from stop.core.config import RunConfig
 from stop.core.loop import Rounds
 from stop.models import ScriptedModel
@@ -130,7 +132,8 @@ except ImportError:  # an older checkout: the loop held these
     def write_summary(run):
         run.write_json("summary.json", summarize(run))
 run = RunStore().open(sys.argv[1])
-cfg = RunConfig.from_dict({k: v for k, v in run.config().items() if k != "schema_version"})
+known = {f.name for f in fields(RunConfig)}  # an older checkout knows fewer settings
+cfg = RunConfig.from_dict({k: v for k, v in run.config().items() if k in known})
 finished_rounds(run)
 Rounds(run, cfg, model=ScriptedModel([{"match": None, "texts": ["x"]}]), sandbox=None)
 write_summary(run)
@@ -160,6 +163,8 @@ def main() -> None:
                "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
         cli = [sys.executable, "-c", "from stop.cli import main; main()"]
         results: dict[str, dict] = {}
+        (tmp / "empty").mkdir()
+        results["startup"] = measure([*cli, "runs"], {**env, "STOP_RUNS_DIR": str(tmp / "empty")})
         results["runs"] = measure([*cli, "runs"], env)
         results["runs --json"] = measure([*cli, "runs", "--json"], env)
         results["show"] = measure([*cli, "show", big.id], env)

@@ -114,7 +114,7 @@ def cmd_show(ref: str, as_json: bool, round_k: int | None, code: bool) -> None:
     rows = [[str(r["round"]), _fmt(r["incumbent"]["val"]), _fmt(r["incumbent"]["test"]),
              _fmt(r["candidate"]["val"]), _fmt(r["candidate"]["test"]),
              "yes" if r["adopted"] else "no", str(r["model_calls"]), _n(r["tokens"], ","),
-             _n(r["cost_usd"], ".4f"), _n(r["wall_s"], ".0f", "s"), str(r["findings"]), r["reason"]]
+             _cost(r["cost_usd"]), _n(r["wall_s"], ".0f", "s"), str(r["findings"]), r["reason"]]
             for r in s["round_table"]]
     if rows:
         echo(_table(["round", "inc val", "inc test", "cand val", "cand test", "adopted",
@@ -132,7 +132,7 @@ def _round_text(r: dict) -> str:
         f"  candidate {r['candidate_hash']}: val {_fmt(r['candidate']['val'])} test "
         f"{_fmt(r['candidate']['test'])} (runs {r['candidate'].get('val_scores')})",
         f"  model calls {r['model_calls']} (+{r['cached_calls']} served from the log), tokens "
-        f"{_n(r['tokens'], ',')}, cost ${_n(r['cost_usd'], '.4f')}, wall {_n(r['wall_s'], '.1f', ' s')}, "
+        f"{_n(r['tokens'], ',')}, cost {_cost(r['cost_usd'])}, wall {_n(r['wall_s'], '.1f', ' s')}, "
         f"findings {r['findings']}",
     ])
 
@@ -142,6 +142,10 @@ def _n(x: Any, spec: str, unit: str = "") -> str:
     if not isinstance(x, int | float) or isinstance(x, bool) or not math.isfinite(x):
         return "-"
     return f"{x:{spec}}{unit}"
+
+
+def _cost(x: Any) -> str:
+    return format_cost(x) if x is None or _n(x, "f") != "-" else "-"
 
 
 def cmd_diff(ref: str, a: int, b: int, as_json: bool) -> None:
@@ -170,7 +174,7 @@ def cmd_replay(ref: str, tolerance: float, keep: bool, quiet: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="stop-replay-") as tmp:
         store = RunStore() if keep else RunStore(tmp)
         replayed = store.create({**cfg.to_dict()}, label=f"replay-{original.id}")
-        sandbox = open_sandbox(cfg.sandbox)
+        sandbox = open_sandbox(cfg.sandbox, runtime=cfg.sandbox_runtime)
         diverged = None
         try:
             with Display(cfg, replayed.id, quiet=quiet) as display:

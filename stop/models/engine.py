@@ -17,7 +17,6 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,70 +30,11 @@ from stop.models.lookup import (
     draw,
     target_distribution,
 )
+from stop.models.sequences import Prefix, Request, Sample, common_prefix
 
 
 class EngineError(RuntimeError):
     """The model failed on a step; the request cannot be completed."""
-
-
-@dataclass
-class Prefix:
-    seq: int
-    tokens: list[int]
-    new_cells: int          # cells this prefix evaluated itself (not copied)
-    used: float = field(default_factory=time.monotonic)
-    busy: bool = False      # being evaluated: not evictable
-    # The logits after the last token, so that the same prompt again evaluates nothing: a
-    # re-evaluated last token would land in another KV cell, and attention sums its cells in
-    # cell order, so even greedy replies could change in the last bits.
-    logits: np.ndarray | None = None
-
-
-@dataclass
-class Sample:
-    seq: int
-    rng: np.random.Generator
-    drafter: Drafter | None
-    pos: int                # position of `pending`
-    pending: int            # sampled, not yet in the KV cache
-    pieces: bytearray = field(default_factory=bytearray)
-    count: int = 0
-    finish: str | None = None
-    accept_rate: float = 1.0  # running mean of this sample's draft acceptance
-
-
-@dataclass
-class Request:
-    tokens: list[int]
-    n: int
-    params: SamplingParams
-    max_tokens: int
-    stops: list[str]
-    ignore_eos: bool
-    seed: int
-    lookup: bool
-    done: threading.Event = field(default_factory=threading.Event)
-    result: dict | None = None
-    error: BaseException | None = None
-    prefix: Prefix | None = None
-    todo: list[int] = field(default_factory=list)   # prompt tokens still to evaluate
-    todo_pos: int = 0
-    samples: list[Sample] = field(default_factory=list)
-    evaluated: int = 0
-    drafted: int = 0
-    accepted: int = 0
-    steps: int = 0
-    t_submit: float = field(default_factory=time.monotonic)
-    t_prompt: float = 0.0
-
-
-def _common(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class Engine:
@@ -117,6 +57,7 @@ class Engine:
         self.running: list[Request] = []
         self.cv = threading.Condition()
         self.closed = False
+        self.decode_s = self.step_s = 0.0  # time in llama_decode, and in whole steps
         self.loop = threading.Thread(target=self._loop, name="engine", daemon=True)
         self.loop.start()
 
@@ -186,8 +127,8 @@ class Engine:
             req = self.queue[0]
             if self.running and sum(r.n for r in self.running) + req.n > self.max_samples:
                 return
-            best = max(self.prefixes, key=lambda p: _common(p.tokens, req.tokens), default=None)
-            common = _common(best.tokens, req.tokens) if best else 0
+            best = max(self.prefixes, key=lambda p: common_prefix(p.tokens, req.tokens), default=None)
+            common = common_prefix(best.tokens, req.tokens) if best else 0
             if best is not None and best.logits is not None and common == len(req.tokens) \
                     == len(best.tokens):
                 if self._short(req.n * (req.max_tokens + self.draft_max + 1), req.n - 1) \
@@ -246,6 +187,13 @@ class Engine:
         self.running = []
 
     def _step(self) -> None:
+        t_step = time.perf_counter()
+        try:
+            self._step_inner()
+        finally:
+            self.step_s += time.perf_counter() - t_step
+
+    def _step_inner(self) -> None:
         self.rt.set_threads(self.cores.choose())
         items: list[tuple[int, int, int, bool]] = []
         plan: list[tuple[Request, Sample, list[int], int]] = []  # sample, drafts, first index
@@ -265,7 +213,7 @@ class Engine:
                 if s.drafter and s.accept_rate >= bar:
                     drafts = s.drafter.draft(min(self.draft_max, room))
                 elif s.drafter:
-                    s.accept_rate = min(1.0, s.accept_rate + 0.02)
+                    s.accept_rate = min(1.0, s.accept_rate + 0.005)
                 plan.append((r, s, drafts, len(items)))
                 items.append((s.pending, s.pos, s.seq, True))
                 items += [(d, s.pos + 1 + j, s.seq, True) for j, d in enumerate(drafts)]
@@ -287,7 +235,9 @@ class Engine:
             r.prefix.tokens = r.tokens[: r.todo_pos]
             r.prefix.new_cells += len(chunk)
         if items:
+            t0 = time.perf_counter()
             rc = self.rt.decode(items)
+            self.decode_s += time.perf_counter() - t0
             while rc == 1 and self._evict_one():  # no free KV slot: drop cached prefixes, retry
                 rc = self.rt.decode(items)
             if rc != 0:
@@ -390,5 +340,6 @@ class Engine:
             "prompt_evaluated": r.evaluated, "prompt_s": r.t_prompt - r.t_submit,
             "generate_s": now - r.t_prompt, "steps": r.steps, "drafted": r.drafted,
             "accepted": r.accepted, "threads": self.rt.threads,
+            "decode_share": round(self.decode_s / self.step_s, 3) if self.step_s else None,
         }
         r.done.set()

@@ -98,6 +98,7 @@ def write_stats(path: Path, alias: str, out: dict) -> None:
         "generate_s": round(out["generate_s"], 3), "steps": out["steps"],
         "n": len(out["texts"]), "threads": out.get("threads"),
         "drafted": out.get("drafted", 0), "accepted": out.get("accepted", 0),
+        "decode_share": out.get("decode_share"),
         "prompt_tok_s": round(out["prompt_evaluated"] / out["prompt_s"], 2) if out["prompt_s"] > 0.05 else None,
         "generate_tok_s": round(out["completion_tokens"] / out["generate_s"], 2) if out["generate_s"] > 0 else None,
     }

@@ -25,13 +25,10 @@ from stop.paths import runs_dir
 from stop.runs import lock
 from stop.runs.events import SCHEMA_VERSION, VERSION_FIELD, check_version
 from stop.runs.log import LOG_NAME, EventLog, StoreError, json_default
-from stop.runs.recorders import NullRecorder, Recorder, RunRecorder
+from stop.runs.recorders import RunRecorder
 from stop.sandbox.records import AuditFinding, source_hash
 
-# EventLog, the recorders and write_atomic live in stop.runs.log, stop.runs.recorders and
-# stop.fsutil; their names stay importable from here while callers move.
-__all__ = ["EventLog", "NullRecorder", "Recorder", "Run", "RunRecorder", "RunStore", "StoreError",
-           "write_atomic"]
+__all__ = ["EventLog", "Run", "RunStore", "StoreError"]  # EventLog: the store's runs' log
 
 CONFIG_NAME = "config.json"
 
@@ -188,7 +185,10 @@ class Run:
 
 
 def _is_run(p: Path) -> bool:
-    return p.is_dir() and ((p / CONFIG_NAME).exists() or (p / LOG_NAME).exists())
+    try:
+        return p.is_dir() and ((p / CONFIG_NAME).exists() or (p / LOG_NAME).exists())
+    except OSError:
+        return True  # a folder we may not look into: listed, and reported as unreadable
 
 
 class RunStore:

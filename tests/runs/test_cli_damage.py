@@ -180,3 +180,18 @@ def test_file_system_errors_are_one_line_and_write_nothing(tmp_path):
     assert digest(root) == before
     assert sorted(p.name for p in root.iterdir()) == [RUN_ID]
     shutil.rmtree(root)
+
+
+def test_a_run_folder_that_cannot_be_read_hides_no_other(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root)
+    locked = make_run(root, f"{RUN_ID}-locked")
+    locked.chmod(0)
+    try:
+        out = stop("runs", root=root, unprivileged=True)
+    finally:
+        locked.chmod(0o755)
+    assert out.returncode == 0, out.stderr
+    rows = {ln.split()[0]: ln for ln in out.stdout.splitlines()[1:]}
+    assert "finished" in rows[RUN_ID] and "damaged" in rows[f"{RUN_ID}-locked"]
+    assert "Permission denied" in out.stderr and "Traceback" not in out.stderr
