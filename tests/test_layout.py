@@ -158,3 +158,12 @@ def test_a_wheel_install_works_from_another_folder(tmp_path):
                            cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
     assert score.returncode == 0, score.stderr
     assert "score     0.4829" in score.stdout, score.stdout
+
+
+def test_the_cli_starts_without_heavy_modules():
+    # `stop --help`, `stop runs` and every other command start from this import.
+    heavy = ("numpy", "docker", "litellm", "matplotlib", "llama_cpp", "ray", "starlette",
+             "uvicorn", "jinja2", "playwright")
+    code = f"import sys, stop.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

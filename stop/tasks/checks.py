@@ -11,9 +11,8 @@ outcome (score 0) and an audit finding.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
-
-import numpy as np
 
 from stop.container.codec import Opaque
 
@@ -32,11 +31,19 @@ class WrongShape(OutputRejected):
     rule = "wrong-shape"
 
 
+def _numpy() -> Any:
+    """NumPy if it is loaded, else None. A value can only be a NumPy one once NumPy is loaded
+    (the codec imports it to decode an array), so the checks never import it themselves: the
+    CLI starts without paying for NumPy."""
+    return sys.modules.get("numpy")
+
+
 def describe(value: Any) -> str:
     """A short, safe description of a value for messages (never calls the value's methods)."""
     if isinstance(value, Opaque):
         return f"an object of type {value.type_name}"
-    if type(value) is np.ndarray:
+    np = _numpy()
+    if np is not None and type(value) is np.ndarray:
         return f"a numpy array of shape {value.shape} and dtype {value.dtype}"
     t = type(value)
     if t in (list, tuple, str):
@@ -52,7 +59,8 @@ def sequence(value: Any, length: int | None = None, *, what: str = "output") -> 
     """
     if isinstance(value, Opaque):
         raise WrongType(f"{what} must be a list, tuple or 1-D numpy array, got {describe(value)}")
-    if type(value) is np.ndarray:
+    np = _numpy()
+    if np is not None and type(value) is np.ndarray:
         if value.ndim != 1:
             raise WrongShape(f"{what} must be 1-D of length {length}, got shape {value.shape}")
         if value.dtype.kind not in "biuf":
@@ -70,13 +78,14 @@ def sequence(value: Any, length: int | None = None, *, what: str = "output") -> 
 def integer(x: Any, *, what: str = "element") -> int:
     """An exact int, bool, NumPy integer/bool, or a finite float with an integral value."""
     t = type(x)
-    if t is bool or t is np.bool_:
+    np = _numpy()
+    if t is bool or (np is not None and t is np.bool_):
         return int(bool(x))
     if t is int:
         return x
-    if isinstance(x, np.integer) and t.__module__ == "numpy":
+    if np is not None and isinstance(x, np.integer) and t.__module__ == "numpy":
         return int(x)
-    if t is float or (isinstance(x, np.floating) and t.__module__ == "numpy"):
+    if t is float or (np is not None and isinstance(x, np.floating) and t.__module__ == "numpy"):
         f = float(x)
         if math.isfinite(f) and f == int(f):
             return int(f)
