@@ -154,7 +154,7 @@ def _task_pair(name: str | None) -> tuple[str, str]:
 @click.option("--api-base", help="OpenAI-compatible server for --model.")
 @click.option("--profile", type=click.Choice(list(PROFILES)),
               help="Budget profile of the runs (default local).")
-@click.option("--trials", type=click.IntRange(min=1), help="Trials per arm (default 5).")
+@click.option("--trials", type=click.IntRange(min=1), help="Trials per arm (default 3).")
 @click.option("--judge", help="A model that labels each proposed improver's strategies too.")
 @click.option("--seed", type=int, help="Seed of the first run; run k uses seed + k (default 0).")
 @click.option("--jobs", type=click.IntRange(min=1), help="Improver runs side by side (default 2).")

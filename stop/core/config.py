@@ -54,11 +54,11 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 # Sized for `stop experiment improve` on the embedded model and 2 cores: see docs/loop.md.
 PROFILES["local"] = {
-    "rounds": 2,
+    "rounds": 1,
     "n_tests": 3,
     "lm_budget": 2,
-    "max_responses_per_call": 3,
-    "utility_budget": 7,
+    "max_responses_per_call": 2,
+    "utility_budget": 5,
     "meta_lm_budget": 1,
     "meta_max_responses_per_call": 2,
     "meta_utility_budget": 3,

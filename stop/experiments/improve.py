@@ -1,25 +1,17 @@
 """Does self-improvement help? K runs of T rounds, then three improvers per run on the test split.
 
-For each run the experiment scores, with fresh budgets and the same number of trials each:
+For each run, with fresh budgets and the same number of trials each: `I0`, the seed improver;
+`baseline`, a fixed best-of-budget improver (`baseline_improver.py`, run in the sandbox like any
+improver) that spends every model call and response on independent rewrites of the seed prompt;
+`IT`, the run's final improver (`I0` again when it adopted none). A trial is one improver run on
+the base task's seed solution, its returned solution scored on val and test: the meta-utility's
+machinery (`MetaUtility`) with n_tests = trials, each trial in its own model-call scope.
 
-- `I0`, the seed improver (round 0 of the run);
-- `baseline`, a fixed best-of-budget improver (`baseline_improver.py`, run in the sandbox like
-  any improver) that spends every model call and every response on independent rewrites of the
-  seed prompt and keeps the best by `utility`;
-- `IT`, the run's final improver (the last one it adopted; `I0` again when it adopted none).
-
-A trial is one improver run on the base task's seed solution (fresh model and utility budgets,
-its own model-call scope, so trials draw independent samples), whose returned solution is scored
-on the val and test splits: the meta-utility's machinery (`MetaUtility`) with `n_tests` = trials.
-
-The experiment is a run folder of its own (`runs/<id>-improve/`): its config, and a log holding
-which runs belong to it (`improve_run`), every trial (`improver_test`, with the model calls and
-sandbox executions behind it) and each finished arm (`improve_arm`). Its runs are ordinary runs
-that `stop show` reads. Killed at any moment, it resumes: finished rounds, trials and arms are
-not redone, and logged model calls are served from the log.
-
-Where the work runs is an `Executor`: `LocalExecutor` runs rounds and trials in this process
-(containers on this machine's engine); a Ray executor would take the same two calls.
+The experiment is a run folder of its own: which runs belong to it (`improve_run`), every trial
+(`improver_test`, with its model calls and sandbox executions) and each finished arm
+(`improve_arm`). Killed at any moment, it resumes without redoing finished rounds, trials or
+arms, and logged model calls are served from the log. Where the work runs is an `Executor`:
+`LocalExecutor` runs rounds and trials in this process; a Ray executor takes the same two calls.
 """
 
 from __future__ import annotations
@@ -76,7 +68,7 @@ class ImproveConfig:
     model: str | None = None
     api_base: str | None = None
     profile: str = "local"
-    trials: int = 5
+    trials: int = 3
     judge: str | None = None
     seed: int = 0
     jobs: int = 2
@@ -296,8 +288,18 @@ def run_improve(cfg: ImproveConfig | None, *, store: RunStore | None = None,
     members = member_runs(exp, store)
     if not pending(exp, cfg, members):
         return exp
+    with exp.owned():  # one process drives an experiment at a time
+        _drive(exp, cfg, store, members, model=model, sandbox=sandbox, executor=executor,
+               say=say, display=display, resumed=resume is not None)
+    return exp
+
+
+def _drive(exp: Run, cfg: ImproveConfig, store: RunStore, members: dict[int, Run], *,
+           model: Model | None, sandbox: Sandbox | None, executor: Executor | None,
+           say: Callable[[str], None], display: Callable[[Run, RunConfig], Any] | None,
+           resumed: bool) -> None:
     log = exp.recorder()
-    log.record("run_start", config=cfg.to_dict(), resumed=resume is not None)
+    log.record("run_start", config=cfg.to_dict(), resumed=resumed)
     say(f"experiment {exp.id}: if interrupted, continue with "
         f"`stop experiment improve --resume {exp.id}`")
     own_model, own_sandbox = model is None, sandbox is None
@@ -337,7 +339,6 @@ def run_improve(cfg: ImproveConfig | None, *, store: RunStore | None = None,
         if own_model and model is not None:
             model.close()
     log.record("run_end", status="finished")
-    return exp
 
 
 def pending(exp: Run, cfg: ImproveConfig, members: dict[int, Run]) -> bool:
