@@ -21,6 +21,8 @@ from stop.core.config import RunConfig
 from stop.experiments import improve as IX
 from stop.experiments.improve_plan import format_plan, plan, plan_run
 from stop.experiments.improve_summary import paired, summarize
+from stop.experiments.tail import TailConfig, run_tail
+from stop.experiments.tail import summarize as tail_summary
 from stop.experiments.transfer import run_transfer
 from stop.models import ScriptedModel
 from stop.models.base import ModelReply, ModelRequest
@@ -118,9 +120,12 @@ def test_a_strictly_better_improver_beats_the_seed_and_the_baseline(store, sandb
 
 
 @pytest.mark.docker
-def test_an_improver_identical_to_the_seed_shows_no_difference(store, sandbox) -> None:
+def test_an_improver_identical_to_the_seed_shows_no_difference(store, sandbox, tmp_path) -> None:
     model = ScriptedModel(script(SEED))
-    exp = IX.run_improve(config(), store=store, model=model, sandbox=sandbox)
+    judge = tmp_path / "judge.json"  # a judge that answers with one family and some noise
+    judge.write_text(json.dumps([{"match": None, "texts": ["beam_search, and rm -rf /"]}]))
+    exp = IX.run_improve(config(judge=f"scripted:{judge}"), store=store, model=model,
+                         sandbox=sandbox)
     d = summarize(exp, store)
     for r in d["per_run"]:
         assert r["adopted"] == 0
@@ -133,6 +138,11 @@ def test_an_improver_identical_to_the_seed_shows_no_difference(store, sandbox) -
     # tagged as none of the families.
     assert d["strategies"]["n"] == 2 and d["strategies"]["n_adopted"] == 0
     assert all(p["tags"] == [] and p["parsed"] for p in d["proposals"])
+    # The judge's labels sit beside the code's: only family names are kept from its reply.
+    assert all(p["judge"] == ["beam_search"] for p in d["proposals"])
+    rows = {r["key"]: r for r in d["strategies"]["rows"]}
+    assert rows["beam_search"]["judge"]["k"] == 2 and rows["beam_search"]["all"]["k"] == 0
+    assert d["usage"]["judge"]["calls"] == 1  # both runs proposed the same code: judged once
 
 
 @pytest.mark.docker
@@ -267,3 +277,22 @@ def test_transfer_takes_an_improver_from_a_file(store, sandbox, tmp_path) -> Non
         assert r.returncode == 1 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
     r = stop("transfer", run.id, "--improver-file", str(tmp_path / "missing.py"))
     assert r.returncode == 1 and "cannot read the improver file" in r.stderr
+
+
+@pytest.mark.docker
+def test_tail_scores_every_sample_and_says_what_failed(store, sandbox) -> None:
+    samples = [fenced(EXACT_GRID), "I would rather not write code.",
+               fenced("import sklearn\n\n\ndef algorithm(t, dist):\n    return t\n"),
+               fenced("def algorithm(t, dist):\n    return t\n")]
+    model = ScriptedModel([{"match": None, "texts": samples}])
+    cfg = TailConfig(task="str_grid_dist", samples=4, batch=4, model="scripted")
+    run = run_tail(cfg, store=store, model=model, sandbox=sandbox)
+    d = tail_summary(run)
+    assert d["samples"] == 4 and d["seed_val"] == pytest.approx(0.483, abs=5e-4)
+    assert d["beats_seed"] == 1 and d["best"] == 1.0
+    assert d["status"] == {"ok": 2, "no code": 1, "missing module": 1}
+    assert d["imports"] == {"sklearn": 1} and d["missing_modules"] == {"sklearn": 1}
+    assert sorted(d["scores"])[:2] == [0.0, 0.0]
+    assert len(model.requests) == 1  # one call of four samples
+    run_tail(cfg, store=store, resume=run.id, model=model, sandbox=sandbox)
+    assert len(model.requests) == 1 and len(run.events("tail_sample")) == 5  # 4 and the seed
