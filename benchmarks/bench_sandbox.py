@@ -1,15 +1,21 @@
 """Sandboxed evaluation throughput: the cost of running every candidate in a fresh container.
 
-One run, four ways of evaluating the same batch of distinct LPN solutions (each on a few
+One run, several ways of evaluating the same batch of distinct LPN solutions (each on a few
 validation instances, scored on the host):
 
-  in-process   exec() in the orchestrator (unsafe; what the original STOP code does)
-  subprocess   a bare `python` child per candidate (no isolation at all)
-  docker-cold  a fresh hardened container per candidate, started on demand
-  docker-pool  a fresh hardened container per candidate, pre-started by the pool
+  in-process         exec() in the orchestrator (unsafe; what the original STOP code does)
+  subprocess         a bare `python` child per candidate (no isolation at all)
+  docker-cold        a fresh hardened container per candidate, started on demand (runc)
+  docker-pool        a fresh hardened container per candidate, pre-started by the pool (runc)
+  runsc-cold         the same under gVisor's runsc (when the engine has it)
+  runsc-pool         the pool under runsc
 
 Usage: python benchmarks/bench_sandbox.py [--n 200] [--instances 3] [--pool 3]
-Writes benchmarks/results/sandbox.json and prints ratios and per-candidate overhead.
+                                          [--runtimes runc,runsc] [--profile N]
+Writes benchmarks/results/sandbox.json and prints ratios and per-candidate overhead. With
+--profile N it also times every phase of N pooled executions per runtime (engine calls, the
+harness's start, the candidate, the wait after the closing frame) and the CPU the engine,
+the shims and runc, and the containers used per candidate (sandbox_profile.py).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 SOLVERS = [
     '''import numpy as np
@@ -112,23 +119,68 @@ def run_sandbox(task, sandbox, sources):
     return scores
 
 
+def profile(task, image: str, runtime: str, pool: int, n: int, sources: list[str]) -> dict:
+    """Phase timings and CPU per candidate of n pooled executions under one runtime."""
+    from sandbox_profile import CpuMeter, ProfiledSandbox
+
+    sb = ProfiledSandbox(image, pool_size=pool, runtime=runtime)
+    try:
+        time.sleep(3)
+        run_sandbox(task, sb, sources[:2])  # warm: the first execution pays for imports
+        sb.t.samples.clear()
+        meter = CpuMeter()
+        meter.start()
+        t0 = time.perf_counter()
+        run_sandbox(task, sb, sources[:n])
+        wall = time.perf_counter() - t0
+        time.sleep(1.0)  # let the background teardowns of the last executions finish
+        cpu = meter.stop(n)
+    finally:
+        sb.close()
+    return {"runtime": runtime, "n": n, "per_candidate_ms": round(1000 * wall / n, 1),
+            "phases": sb.t.table(), "cpu_ms_per_candidate": cpu}
+
+
+def print_profile(p: dict) -> None:
+    print(f"\nprofile, {p['runtime']} pool: {p['n']} executions, "
+          f"{p['per_candidate_ms']} ms per candidate")
+    for row in sorted(p["phases"], key=lambda r: r["what"]):
+        print(f"  {row['what']:<40} n={row['n']:<4} mean {row['mean_ms']:>7.1f} ms  "
+              f"median {row['median_ms']:>7.1f} ms")
+    print("  CPU per candidate (ms): " + ", ".join(
+        f"{k} {v}" for k, v in p["cpu_ms_per_candidate"].items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200, help="candidates per mode")
     ap.add_argument("--instances", type=int, default=3, help="LPN instances per candidate")
     ap.add_argument("--pool", type=int, default=3, help="pre-started containers")
+    ap.add_argument("--runtimes", default="runc,runsc",
+                    help="Docker runtimes to measure (runsc only where the engine has it)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="also time the phases of N pooled executions per runtime")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/sandbox.json")
     args = ap.parse_args()
 
+    import docker
+
     from stop.sandbox.docker import DockerSandbox
     from stop.sandbox.image import ensure_image
+    from stop.sandbox.runtimes import engine_runtimes
     from stop.tasks.loader import instances, load_task
 
     task = dataclasses.replace(load_task("parity_noise"), n_val=args.instances)
     insts = instances(task, "val")
     sources = candidates(args.n)
     image = ensure_image()
+    have = engine_runtimes(docker.from_env(timeout=30).api)
+    runtimes = [r for r in args.runtimes.split(",") if r in have]
+    skipped = [r for r in args.runtimes.split(",") if r not in have]
+    if skipped:
+        print(f"[bench] the engine has no {', '.join(skipped)}: not measured", file=sys.stderr)
     modes: dict[str, dict] = {}
+    load0 = os.getloadavg()
 
     def timed(name, fn):
         print(f"[bench] {name}: {args.n} candidates x {args.instances} instances ...",
@@ -138,23 +190,28 @@ def main() -> None:
         wall = time.perf_counter() - t0
         modes[name] = {"wall_s": round(wall, 3), "per_candidate_ms": round(1000 * wall / args.n, 2),
                        "throughput_per_s": round(args.n / wall, 3),
-                       "mean_score": round(float(np.mean(scores)), 4)}
+                       "mean_score": round(float(np.mean(scores)), 4),
+                       "load_avg_1m_after": round(os.getloadavg()[0], 2)}
         print(f"[bench] {name}: {wall:.1f}s, {1000 * wall / args.n:.1f} ms per candidate",
               file=sys.stderr, flush=True)
 
     timed("in-process", lambda: run_in_process(task, insts, sources))
     timed("subprocess", lambda: run_subprocess(task, insts, sources))
-    cold = DockerSandbox(image)
-    try:
-        timed("docker-cold", lambda: run_sandbox(task, cold, sources))
-    finally:
-        cold.close()
-    pool = DockerSandbox(image, pool_size=args.pool)
-    try:
-        time.sleep(3)  # let the pool fill, as it would between rounds
-        timed("docker-pool", lambda: run_sandbox(task, pool, sources))
-    finally:
-        pool.close()
+    for rt in runtimes:
+        label = "docker" if rt == "runc" else rt
+        cold = DockerSandbox(image, runtime=rt)
+        try:
+            timed(f"{label}-cold", lambda sb=cold: run_sandbox(task, sb, sources))
+        finally:
+            cold.close()
+        pool = DockerSandbox(image, pool_size=args.pool, runtime=rt)
+        try:
+            time.sleep(3)  # let the pool fill, as it would between rounds
+            timed(f"{label}-pool", lambda sb=pool: run_sandbox(task, sb, sources))
+        finally:
+            pool.close()
+    profiles = [profile(task, image, rt, args.pool, args.profile, sources)
+                for rt in runtimes] if args.profile else []
 
     base = modes["in-process"]["per_candidate_ms"]
     bare = modes["subprocess"]["throughput_per_s"]
@@ -163,14 +220,15 @@ def main() -> None:
         m["throughput_vs_subprocess"] = round(m["throughput_per_s"] / bare, 3)
     result = {
         "n_candidates": args.n, "instances_per_candidate": args.instances,
-        "pool_size": args.pool, "image": image, "modes": modes,
-        "pool_vs_subprocess": modes["docker-pool"]["throughput_vs_subprocess"],
-        "pool_vs_cold": round(modes["docker-pool"]["throughput_per_s"]
-                              / modes["docker-cold"]["throughput_per_s"], 3),
-        "goal_pool_ge_0_8x_subprocess": modes["docker-pool"]["throughput_vs_subprocess"] >= 0.8,
-        "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
-                    "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "pool_size": args.pool, "image": image, "runtimes": runtimes, "modes": modes,
+        "pool_vs_subprocess": modes.get("docker-pool", {}).get("throughput_vs_subprocess"),
+        "runsc_pool_vs_subprocess": modes.get("runsc-pool", {}).get("throughput_vs_subprocess"),
+        "goal_pool_ge_1_0x_subprocess": (modes.get("docker-pool", {})
+                                         .get("throughput_vs_subprocess", 0) >= 1.0),
+        "profiles": profiles,
+        "machine": {"cpus": os.cpu_count(), "load_avg_1m_before": round(load0[0], 2),
+                    "load_avg_1m_after": round(os.getloadavg()[0], 2),
+                    "python": platform.python_version(), "platform": platform.platform()},
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -179,9 +237,12 @@ def main() -> None:
     for name, m in modes.items():
         print(f"{name:<12} {m['per_candidate_ms']:>9.1f} {m['throughput_per_s']:>8.2f} "
               f"{m['throughput_vs_subprocess']:>10.2f} {m['overhead_ms_vs_in_process']:>12.1f}")
-    print(f"pool / subprocess = {result['pool_vs_subprocess']:.2f} "
-          f"(goal >= 0.8: {'met' if result['goal_pool_ge_0_8x_subprocess'] else 'NOT met'}); "
-          f"pool / cold = {result['pool_vs_cold']:.2f}; written to {args.out}")
+    for p in profiles:
+        print_profile(p)
+    print(f"pool / subprocess = {result['pool_vs_subprocess']} (goal >= 1.0: "
+          f"{'met' if result['goal_pool_ge_1_0x_subprocess'] else 'NOT met'}); runsc pool / "
+          f"subprocess = {result['runsc_pool_vs_subprocess']}; load average "
+          f"{load0[0]:.1f} before, {os.getloadavg()[0]:.1f} after; written to {args.out}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ reports anything else. The audit hook and the tripwires below only log; the cont
 """
 
 import builtins
+import hashlib
 import json
 import os
 import select
@@ -349,6 +350,12 @@ def run_improve(job):
         return {"returned": None, "error": f"unencodable result: {tw.format_error(e)}"}
 
 
+def stderr_tag(nonce):
+    """What follows protocol.STDERR_END in the end-of-stderr mark (not the nonce itself: the
+    candidate may be reading the stream)."""
+    return hashlib.sha256(nonce.encode()).hexdigest()[:16].encode()
+
+
 def main():
     global CHAN
     chan_in = os.fdopen(os.dup(0), "rb")
@@ -379,6 +386,11 @@ def main():
     if left:
         CHAN.finding("daemon-child", f"{len(left)} process(es) still running after the call",
                      layer="container", pids=left[:10])
+    try:
+        sys.stderr.flush()
+        _real_write(2, protocol.STDERR_END + stderr_tag(nonce) + b"\x00")
+    except BaseException:  # noqa: B036  (fd 2 may be closed or replaced by the candidate)
+        pass
     CHAN.send(protocol.DONE, stdout_bytes=fwd.total, **body)
     os._exit(0)
 

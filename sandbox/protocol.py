@@ -28,5 +28,10 @@ UTILITY = "utility"
 BATCH_PROMPT = "language_model.batch_prompt"
 METHODS = (UTILITY, BATCH_PROMPT)
 
+# On the container's stderr, just before the closing frame: this, 16 hex digits of the sha256 of
+# the nonce, and a NUL. Once the host has read it, all the stderr written before the closing frame
+# has arrived (one pipe keeps its order), so it stops waiting; the mark itself is not kept.
+STDERR_END = b"\x00stop:stderr-end:"
+
 # Status of one call of a solve job.
 CALL_STATUSES = ("ok", "error", "timeout")

@@ -10,6 +10,7 @@ on the host; nothing the container sends can change them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -50,6 +51,16 @@ class OutputBuffer:
     def text(self) -> str:
         return b"".join(self._parts).decode("utf-8", "replace")
 
+    def drop(self, mark: bytes) -> None:
+        """Remove the last occurrence of ``mark`` from what is kept, and its length from the
+        count (the harness's end-of-stderr mark is not the candidate's output)."""
+        kept = b"".join(self._parts)
+        i = kept.rfind(mark)
+        if i >= 0:
+            kept = kept[:i] + kept[i + len(mark):]
+            self._parts, self._kept = [kept], len(kept)
+        self.total = max(0, self.total - len(mark))
+
     @property
     def truncated(self) -> bool:
         return self.total > self._kept
@@ -71,6 +82,11 @@ class Session:
         self.done: dict | None = None
         self.hello = False
         self.tampered = False
+        # The harness's end-of-stderr mark (see protocol.STDERR_END), and whether it arrived.
+        self._stderr_end = (protocol.STDERR_END
+                            + hashlib.sha256(nonce.encode()).hexdigest()[:16].encode() + b"\x00")
+        self.stderr_ended = False
+        self._err_tail = b""
         self.expected_seq = 0
         self._buf = bytearray()
         self._skipping = False
@@ -154,6 +170,15 @@ class Session:
 
     def feed_stderr(self, data: bytes) -> None:
         self.stderr.add(data)
+        if self.stderr_ended:
+            return
+        mark = self._stderr_end
+        seen = self._err_tail + data
+        if mark in seen:
+            self.stderr_ended = True
+            self.stderr.drop(mark)
+        else:
+            self._err_tail = seen[-(len(mark) - 1):]
 
     def _frame(self, line: bytes) -> None:
         try:

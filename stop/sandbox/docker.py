@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import atexit
 import os
-import select
 import socket
-import struct
 import threading
 import time
 from collections import deque
@@ -27,6 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from stop.fsutil import pid_alive
+from stop.sandbox.attach import close as _close
+from stop.sandbox.attach import pump
+from stop.sandbox.attach import waiting as _waiting
 from stop.sandbox.execution import (
     ExecRecorder,
     Execution,
@@ -34,27 +35,19 @@ from stop.sandbox.execution import (
     error_result,
     report,
 )
+from stop.sandbox.flags import container_args, host_config
 from stop.sandbox.image import ensure_image
 from stop.sandbox.jobs import Job
 from stop.sandbox.records import ExecLimits, ExecResult
-from stop.sandbox.runtimes import RUNC, choose, host_pids, nproc_ulimit, require
+from stop.sandbox.runtimes import RUNC, choose, require
 from stop.sandbox.services import ServiceHandler
 
 LABEL = "stop.sandbox"
 OWNER = "stop.owner"
-HARNESS_CMD = ["python3", "-I", "/opt/stop/harness.py"]
-DRAIN_S = 5.0
-AFTER_DONE_S = 0.02
+POOL_WAIT_S = 30.0  # longest wait for a container already being started before starting another
 _LIVE: set[str] = set()
 _LIVE_LOCK = threading.Lock()
 _CLIENTS: list[Any] = []
-
-
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.close()
-    except OSError:
-        pass
 
 
 def _owner_id() -> str:
@@ -131,8 +124,11 @@ class DockerSandbox:
         self.pool_size = max(0, int(pool_size))
         self._pool: dict[tuple, deque[str]] = {}
         self._pool_lock = threading.Lock()
+        self._pool_ready = threading.Condition(self._pool_lock)
         self._filling: dict[tuple, int] = {}
-        self._made_for_pool: set[str] = set()
+        # The attach stream of each container waiting in the pool: attaching is done while it
+        # waits, so taking one from the pool costs no engine call.
+        self._attached: dict[str, socket.socket] = {}
         self._bg = ThreadPoolExecutor(2, thread_name_prefix="stop-docker")
         self._closed = False
         # Extra labels for the containers made from now on (the cluster executor names the run,
@@ -146,28 +142,9 @@ class DockerSandbox:
     # ---- container lifecycle ---------------------------------------------------------------
 
     def _create(self, limits: ExecLimits) -> str:
-        from docker.types import Ulimit
-
-        fsize = limits.fsize_mb * 1024 * 1024
-        ulimits = [Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile),
-                   Ulimit(name="fsize", soft=fsize, hard=fsize),
-                   Ulimit(name="core", soft=0, hard=0)]
-        nproc = nproc_ulimit(self.runtime, limits.pids)
-        if nproc is not None:
-            ulimits.append(Ulimit(name="nproc", soft=nproc, hard=nproc))
-        host = self.api.create_host_config(
-            network_mode="none", read_only=True, ipc_mode="none", init=True,
-            tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={limits.tmpfs_mb}m"},
-            cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            pids_limit=host_pids(self.runtime, limits.pids),
-            mem_limit=f"{limits.memory_mb}m", memswap_limit=f"{limits.memory_mb}m",
-            nano_cpus=int(limits.cpus * 1e9), ulimits=ulimits, runtime=self.runtime,
-        )
         c = self.api.create_container(
-            self.image, command=HARNESS_CMD, user="65534:65534", environment={},
-            working_dir="/tmp", hostname="sandbox", stdin_open=True, tty=False,
-            network_disabled=True, labels={**self.labels, LABEL: "1", OWNER: _owner_id()},
-            host_config=host)
+            **container_args(self.image, {**self.labels, LABEL: "1", OWNER: _owner_id()}),
+            host_config=host_config(self.api, limits, self.runtime))
         cid = c["Id"]
         with _LIVE_LOCK:
             _LIVE.add(cid)
@@ -215,16 +192,21 @@ class DockerSandbox:
             self._bg.submit(self._fill_one, key, limits)
 
     def _fill_one(self, key: tuple, limits: ExecLimits) -> None:
+        cid = sock = None
         try:
             cid = self._create(limits)
+            sock = self._attach(cid)
         except Exception:
-            cid = None
+            pass
         with self._pool_lock:
             self._filling[key] -= 1
-            if cid is not None and not self._closed:
+            self._pool_ready.notify_all()
+            if sock is not None and not self._closed:
                 self._pool.setdefault(key, deque()).append(cid)
-                self._made_for_pool.add(cid)
+                self._attached[cid] = sock
                 return
+        if sock is not None:
+            _close(sock)
         if cid is not None:
             self._remove(cid)
 
@@ -235,15 +217,37 @@ class DockerSandbox:
                 q = self._pool.get(key)
                 cid = q.popleft() if q else None
             self._refill(limits)
+            if cid is None:
+                cid = self._next_pooled(key)
             if cid is not None:
                 return cid
         return self._create(limits)
+
+    def _next_pooled(self, key: tuple) -> str | None:
+        """The pool ran dry: when containers for it are already being started, the first of
+        them is ready sooner than a fresh one would be (which would compete with them for the
+        CPU). None when none is on its way."""
+        deadline = time.monotonic() + POOL_WAIT_S
+        with self._pool_ready:
+            while not self._closed:
+                q = self._pool.get(key)
+                if q:
+                    return q.popleft()
+                left = deadline - time.monotonic()
+                if not self._filling.get(key) or left <= 0:
+                    return None
+                self._pool_ready.wait(left)
+        return None
 
     def close(self) -> None:
         with self._pool_lock:
             self._closed = True
             ids = [cid for q in self._pool.values() for cid in q]
             self._pool.clear()
+            socks = list(self._attached.values())
+            self._attached.clear()
+        for sock in socks:
+            _close(sock)
         self._bg.shutdown(wait=True)
         for cid in ids:
             self._remove(cid)
@@ -271,7 +275,9 @@ class DockerSandbox:
             _close(sock)
             left = ex.limits.wall_s + ex.session.service_seconds() - wall
             if ex.session.done is not None and not timed_out:
-                state, killed = self._quick_state(cid), False
+                # The closing frame is the outcome; the container stops and is removed in the
+                # background, so an ok result has no exit code (no engine call on this path).
+                state, killed = {}, False
             else:
                 state, killed = self._final_state(cid, 0.0 if timed_out else left)
             wall = time.monotonic() - t0
@@ -296,21 +302,19 @@ class DockerSandbox:
         """A running container with stdio attached. A pooled one that died while it waited
         (an engine restart, a stray kill) is replaced by a fresh one."""
         cid = self._acquire(limits)
-        if cid in self._made_for_pool and not self._running(cid):
+        with self._pool_lock:
+            sock = self._attached.pop(cid, None)
+        if sock is not None:
+            if _waiting(sock):
+                return cid, sock
+            _close(sock)
             self._discard(cid)
             cid = self._create(limits)
-        self._made_for_pool.discard(cid)
         try:
             return cid, self._attach(cid)
         except Exception:
             self._discard(cid)
             raise
-
-    def _running(self, cid: str) -> bool:
-        try:
-            return bool(self.api.inspect_container(cid)["State"]["Running"])
-        except Exception:
-            return False
 
     def _discard(self, cid: str) -> None:
         """Remove a used container, in the background unless the sandbox is closing."""
@@ -330,60 +334,9 @@ class DockerSandbox:
         return sock
 
     def _pump(self, sock: socket.socket, ex: Execution, t0: float, cid: str) -> bool:
-        """Demultiplex the attach stream until it ends; kill at the deadline. True if killed."""
-        buf = bytearray()
-        killed_at: float | None = None
-        done_at: float | None = None
-        while True:
-            now = time.monotonic()
-            if done_at is None and ex.session.done is not None:
-                done_at = now
-            if done_at is not None and killed_at is None:
-                # The closing frame is the end of the execution: keep reading only briefly for
-                # stderr the engine multiplexed late, not for the container's teardown.
-                if now - done_at > AFTER_DONE_S:
-                    return False
-                wait = AFTER_DONE_S
-            elif killed_at is None:
-                left = ex.limits.wall_s + ex.session.service_seconds() - (now - t0)
-                if left <= 0:
-                    try:
-                        self.api.kill(cid)
-                    except Exception:
-                        pass
-                    killed_at = now
-                    continue
-                wait = min(left, 0.5)
-            else:
-                if now - killed_at > DRAIN_S:
-                    return True
-                wait = 0.5
-            ready, _, _ = select.select([sock], [], [], wait)
-            if not ready:
-                continue
-            data = sock.recv(262144)
-            if not data:
-                return killed_at is not None
-            buf += data
-            while len(buf) >= 8:
-                stream, size = buf[0], struct.unpack(">I", buf[4:8])[0]
-                if len(buf) < 8 + size:
-                    break
-                payload = bytes(buf[8:8 + size])
-                del buf[:8 + size]
-                if stream == 1:
-                    ex.session.feed_protocol(payload)
-                else:
-                    ex.session.feed_stderr(payload)
-
-    def _quick_state(self, cid: str) -> dict:
-        """After a closing frame: the engine's state if the container already stopped, else an
-        unknown exit code (it is stopped and removed in the background)."""
-        try:
-            state = self.api.inspect_container(cid).get("State", {})
-        except Exception:
-            return {}
-        return state if not state.get("Running") else {}
+        """Read the attach stream until it ends; kill at the deadline. True if killed."""
+        return pump(sock, ex.session, deadline_s=lambda: ex.limits.wall_s
+                    + ex.session.service_seconds(), t0=t0, kill=lambda: self.api.kill(cid))
 
     def _final_state(self, cid: str, left: float) -> tuple[dict, bool]:
         """The engine's view once the container stopped; kill it if it outlives the deadline
