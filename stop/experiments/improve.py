@@ -235,8 +235,7 @@ def member_runs(exp: Run, store: RunStore) -> dict[int, Run]:
             continue
         if isinstance(extra, dict) and extra.get("experiment") == exp.id \
                 and int(extra.get("index", -1)) not in out:
-            out[int(extra["index"])] = run
-            exp.recorder().record("improve_run", index=int(extra["index"]), run_id=run.id)
+            out[int(extra["index"])] = run  # found again on every read: nothing is written
     return dict(sorted(out.items()))
 
 
