@@ -296,3 +296,18 @@ def test_tail_scores_every_sample_and_says_what_failed(store, sandbox) -> None:
     assert len(model.requests) == 1  # one call of four samples
     run_tail(cfg, store=store, resume=run.id, model=model, sandbox=sandbox)
     assert len(model.requests) == 1 and len(run.events("tail_sample")) == 5  # 4 and the seed
+
+
+def test_a_run_created_before_a_kill_is_found_again(store) -> None:
+    cfg = config(runs=2)
+    exp = store.create(cfg.to_dict(), label="improve")
+    named = store.create(cfg.run_config(0, exp.id).to_dict(), label="parity_noise")
+    exp.recorder().record("improve_run", index=0, run_id=named.id)
+    # Killed after creating run 1 and before naming it in the experiment's log:
+    orphan = store.create(cfg.run_config(1, exp.id).to_dict(), label="parity_noise")
+    store.create(config().run_config(1, "another-experiment").to_dict(), label="parity_noise")
+    before = exp.log.size()
+    members = IX.member_runs(exp, store)
+    assert {k: r.id for k, r in members.items()} == {0: named.id, 1: orphan.id}
+    assert exp.log.size() == before  # reading writes nothing
+    assert members[1].config()["seed"] == 1  # run k has seed + k
