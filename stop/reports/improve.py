@@ -23,7 +23,7 @@ ARM_COLOURS = {"I0": "#f6ae2d", "baseline": "#9aa5b1", "IT": "#33658a"}
 def _bar_err(cell: dict[str, Any]) -> tuple[float, float]:
     if cell.get("lo") is None or cell.get("hi") is None:
         return 0.0, 0.0
-    return 100 * (cell["mean"] - cell["lo"]), 100 * (cell["hi"] - cell["mean"])
+    return max(0.0, 100 * (cell["mean"] - cell["lo"])), max(0.0, 100 * (cell["hi"] - cell["mean"]))
 
 
 def plot_arms(summary: dict[str, Any], path: Path) -> Path:
@@ -73,7 +73,7 @@ def plot_strategies(table: dict[str, Any], path: Path) -> Path:
             if c["n"]:
                 lo, hi = c["ci95"]
                 vals.append(100 * c["rate"])
-                errs.append((100 * (c["rate"] - lo), 100 * (hi - c["rate"])))
+                errs.append((max(0.0, 100 * (c["rate"] - lo)), max(0.0, 100 * (hi - c["rate"]))))
             else:
                 vals.append(0.0)
                 errs.append((0.0, 0.0))
@@ -88,7 +88,7 @@ def plot_strategies(table: dict[str, Any], path: Path) -> Path:
     ax.set_yticklabels([r["label"] for r in rows], fontsize=8)
     ax.set_xlim(0, 105)
     ax.set_xlabel("share of proposed improvers (%)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title("Strategies in the proposed improvers (tags read from the code)")
     if not table["n"]:
         _empty(ax, "no proposals yet")
