@@ -10,9 +10,11 @@ validation instances, scored on the host):
   runsc-cold         the same under gVisor's runsc (when the engine has it)
   runsc-pool         the pool under runsc
 
-Usage: python benchmarks/bench_sandbox.py [--n 200] [--instances 3] [--pool 3]
+Usage: python benchmarks/bench_sandbox.py [--n 200] [--instances 3] [--pool 3] [--blocks 5]
                                           [--runtimes runc,runsc] [--profile N]
-Writes benchmarks/results/sandbox.json and prints ratios and per-candidate overhead. With
+The modes run interleaved, in --blocks slices each, so other work on the machine weighs on all
+of them alike; a Docker mode's slice is timed until its containers are removed and its pool is
+full again (the pool pays for every container it used). Writes benchmarks/results/sandbox.json and prints ratios and per-candidate overhead. With
 --profile N it also times every phase of N pooled executions per runtime (engine calls, the
 harness's start, the candidate, the wait after the closing frame) and the CPU the engine,
 the shims and runc, and the containers used per candidate (sandbox_profile.py).
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -119,6 +122,22 @@ def run_sandbox(task, sandbox, sources):
     return scores
 
 
+def settle(sb, pool: int, timeout: float = 120.0) -> None:
+    """Until every container this sandbox used is removed and its pool is full again."""
+    from stop.sandbox.docker import live_ids, pooled_ids
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        mine = set(sb._attached) if sb.pool_size else set()
+        waiting = sum(len(q) for q in sb._pool.values())
+        if not (live_ids() - pooled_ids()) and waiting >= sb.pool_size and len(mine) >= waiting:
+            return
+        time.sleep(0.005)
+    raise RuntimeError(f"the sandbox did not settle: {len(live_ids() - pooled_ids())} used "
+                       f"container(s) not removed, {waiting}/{sb.pool_size} waiting ({sb.runtime}, "
+                       f"filling {sb._filling})")
+
+
 def profile(task, image: str, runtime: str, pool: int, n: int, sources: list[str]) -> dict:
     """Phase timings and CPU per candidate of n pooled executions under one runtime."""
     from sandbox_profile import CpuMeter, ProfiledSandbox
@@ -158,6 +177,8 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=3, help="pre-started containers")
     ap.add_argument("--runtimes", default="runc,runsc",
                     help="Docker runtimes to measure (runsc only where the engine has it)")
+    ap.add_argument("--blocks", type=int, default=5,
+                    help="slices per mode, interleaved across modes")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="also time the phases of N pooled executions per runtime")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/sandbox.json")
@@ -179,37 +200,52 @@ def main() -> None:
     skipped = [r for r in args.runtimes.split(",") if r not in have]
     if skipped:
         print(f"[bench] the engine has no {', '.join(skipped)}: not measured", file=sys.stderr)
-    modes: dict[str, dict] = {}
     load0 = os.getloadavg()
-
-    def timed(name, fn):
-        print(f"[bench] {name}: {args.n} candidates x {args.instances} instances ...",
-              file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        scores = fn()
-        wall = time.perf_counter() - t0
-        modes[name] = {"wall_s": round(wall, 3), "per_candidate_ms": round(1000 * wall / args.n, 2),
-                       "throughput_per_s": round(args.n / wall, 3),
-                       "mean_score": round(float(np.mean(scores)), 4),
-                       "load_avg_1m_after": round(os.getloadavg()[0], 2)}
-        print(f"[bench] {name}: {wall:.1f}s, {1000 * wall / args.n:.1f} ms per candidate",
-              file=sys.stderr, flush=True)
-
-    timed("in-process", lambda: run_in_process(task, insts, sources))
-    timed("subprocess", lambda: run_subprocess(task, insts, sources))
+    # Every mode runs in `--blocks` slices, interleaved (the order rotates each block), so each
+    # meets the same load from other work on the machine. A Docker mode's slice is timed until
+    # its containers are removed and its pool is full again: the pool is charged for every
+    # container it used, the ones it started before the slice included.
+    runners: dict[str, Any] = {"in-process": lambda srcs: run_in_process(task, insts, srcs),
+                               "subprocess": lambda srcs: run_subprocess(task, insts, srcs)}
+    boxes: dict[str, Any] = {}
     for rt in runtimes:
         label = "docker" if rt == "runc" else rt
-        cold = DockerSandbox(image, runtime=rt)
-        try:
-            timed(f"{label}-cold", lambda sb=cold: run_sandbox(task, sb, sources))
-        finally:
-            cold.close()
-        pool = DockerSandbox(image, pool_size=args.pool, runtime=rt)
-        try:
-            time.sleep(3)  # let the pool fill, as it would between rounds
-            timed(f"{label}-pool", lambda sb=pool: run_sandbox(task, sb, sources))
-        finally:
-            pool.close()
+        boxes[f"{label}-cold"] = DockerSandbox(image, runtime=rt)
+        boxes[f"{label}-pool"] = DockerSandbox(image, pool_size=args.pool, runtime=rt)
+    for name, sb in boxes.items():
+        runners[name] = lambda srcs, sb=sb: run_sandbox(task, sb, srcs)
+    names = list(runners)
+    spent = {m: 0.0 for m in names}
+    scores: dict[str, list[float]] = {m: [] for m in names}
+    loads: list[float] = []
+    try:
+        for sb in boxes.values():
+            settle(sb, args.pool)
+            run_sandbox(task, sb, sources[:1])  # warm: the first execution pays for imports
+        for k in range(args.blocks):
+            part = sources[k * args.n // args.blocks:(k + 1) * args.n // args.blocks]
+            order = names[k % len(names):] + names[:k % len(names)]
+            for name in order:
+                sb = boxes.get(name)
+                if sb is not None:
+                    settle(sb, args.pool)
+                t0 = time.perf_counter()
+                scores[name] += runners[name](part)
+                if sb is not None:
+                    settle(sb, args.pool)
+                spent[name] += time.perf_counter() - t0
+            loads.append(round(os.getloadavg()[0], 2))
+            print(f"[bench] block {k + 1}/{args.blocks} done (load {loads[-1]})",
+                  file=sys.stderr, flush=True)
+    finally:
+        for sb in boxes.values():
+            sb.close()
+    modes: dict[str, dict] = {}
+    for name in names:
+        wall = spent[name]
+        modes[name] = {"wall_s": round(wall, 3), "per_candidate_ms": round(1000 * wall / args.n, 2),
+                       "throughput_per_s": round(args.n / wall, 3),
+                       "mean_score": round(float(np.mean(scores[name])), 4)}
     profiles = [profile(task, image, rt, args.pool, args.profile, sources)
                 for rt in runtimes] if args.profile else []
 
@@ -226,6 +262,7 @@ def main() -> None:
         "goal_pool_ge_1_0x_subprocess": (modes.get("docker-pool", {})
                                          .get("throughput_vs_subprocess", 0) >= 1.0),
         "profiles": profiles,
+        "blocks": args.blocks, "load_avg_1m_per_block": loads,
         "machine": {"cpus": os.cpu_count(), "load_avg_1m_before": round(load0[0], 2),
                     "load_avg_1m_after": round(os.getloadavg()[0], 2),
                     "python": platform.python_version(), "platform": platform.platform()},

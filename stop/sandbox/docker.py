@@ -34,6 +34,7 @@ from stop.sandbox.execution import (
     SandboxUnavailable,
     error_result,
     report,
+    warn,
 )
 from stop.sandbox.flags import container_args, host_config
 from stop.sandbox.image import ensure_image
@@ -196,8 +197,9 @@ class DockerSandbox:
         try:
             cid = self._create(limits)
             sock = self._attach(cid)
-        except Exception:
-            pass
+        except Exception as e:  # the next execution refills; it fails there with the reason
+            if not self._closed:
+                warn(f"sandbox pool: could not start a container ({type(e).__name__}: {e})")
         with self._pool_lock:
             self._filling[key] -= 1
             self._pool_ready.notify_all()
@@ -219,6 +221,7 @@ class DockerSandbox:
             self._refill(limits)
             if cid is None:
                 cid = self._next_pooled(key)
+                self._refill(limits)  # for the one just taken
             if cid is not None:
                 return cid
         return self._create(limits)

@@ -82,6 +82,7 @@ def test_a_dry_pool_waits_for_the_container_on_its_way():
         sb.calls.clear()
         second = solve(sb, "def algorithm():\n    return 2\n")
         on_path = sb.mine()
+        _wait_full(sb, 1)  # and the one it took is replaced
     finally:
         sb.close()
     assert first.ok and second.ok and second.value[0]["value"] == 2
