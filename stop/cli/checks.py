@@ -14,6 +14,8 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from stop.cluster import images
+from stop.cluster.connect import RAY_VERSION, ClusterError
 from stop.sandbox import image, runtimes
 from stop.sandbox.execution import SandboxUnavailable
 
@@ -228,7 +230,47 @@ def check_model_choice() -> tuple[Check, str | None]:
     return Check("provider key", True, f"STOP_MODEL={spec}: {key or 'key'} is set"), None
 
 
-def run_checks() -> list[Check]:
+def check_cluster(address: str | None) -> list[Check]:
+    """Ray (optional), and with an address the cluster: each docker node's slots, engine and
+    sandbox image (present, to be sent by the driver, or not the driver's)."""
+    try:
+        import ray
+
+        version = ray.__version__
+    except ImportError:
+        version = None
+    fix = f"pip install 'stop[ray]'  (ray=={RAY_VERSION})"
+    if address is None:
+        if version is None:
+            return [Check("ray", False, "not installed (only --executor ray needs it)", fix,
+                          required=False)]
+        pin = "" if version == RAY_VERSION else f", not the pinned {RAY_VERSION}"
+        return [Check("ray", version == RAY_VERSION, f"{version}{pin}; no cluster checked "
+                      "(stop doctor --ray-address ADDRESS)", fix, required=False)]
+    if version is None:
+        return [Check("ray cluster", False, "Ray is not installed here", fix)]
+    try:
+        ref, reports = images.inspect(address)
+    except ClusterError as e:
+        return [Check("ray cluster", False, str(e))]
+    slots = sum(r.slots for r in reports)
+    out = [Check("ray cluster", True, f"{address}: {len(reports)} docker node(s), {slots:g} "
+                 f"sandbox slot(s), Ray {version}; image {ref.tag} "
+                 f"{ref.id[:19] if ref.id else '(not on the driver)'}")]
+    for r in reports:
+        where = f"node {r.ip} {r.node[:8]}"
+        if r.status == "ok":
+            out.append(Check(where, True, f"{r.slots:g} slot(s), docker {r.info.get('docker')}, "
+                             "image present and the driver's"))
+        elif r.status == "missing":
+            out.append(Check(where, True, f"{r.slots:g} slot(s), docker {r.info.get('docker')}, "
+                             "image absent: a run sends the driver's before the node takes work"))
+        else:
+            out.append(Check(where, False, r.status))
+    return out
+
+
+def run_checks(ray_address: str | None = None) -> list[Check]:
     checks = [check_python()]
     docker_check = check_docker()
     checks += [docker_check, check_runtimes(docker_check.ok), check_image(docker_check.ok)]
@@ -238,6 +280,7 @@ def run_checks() -> list[Check]:
     checks[-1].required = local is not None
     checks.append(_model_check("embedded", required=local == "embedded"))
     checks.append(_model_check("smollm2", required=local == "smollm2"))
+    checks += check_cluster(ray_address)
     return checks
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from stop.cli.display import Display
+from stop.cli.executor import cluster_sandbox, executor_options
 from stop.cli.options import runtime_option
 from stop.cli.safe import echo
 from stop.core.config import PROFILES
@@ -49,10 +50,12 @@ def experiment() -> None:
 @click.option("--sandbox", "backend", type=click.Choice(["docker", "process"]), default="docker",
               show_default=True, help="Where the improvers run.")
 @runtime_option
+@executor_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
 def unsandbox(n: int | None, warning: bool | None, model: str | None, jobs: int,
               run_ref: str | None, max_tokens: int | None, batch: int | None, no_exec: bool,
-              backend: str, runtime: str | None, as_json: bool) -> None:
+              backend: str, runtime: str | None, as_json: bool, executor: str | None = None,
+              ray_address: str | None = None) -> None:
     """The STOP paper's unsandboxing experiment: how often does the model switch the flag off?
 
     N independent attempts to improve the sandbox-variant seed improver, whose utility shows
@@ -89,7 +92,14 @@ def unsandbox(n: int | None, warning: bool | None, model: str | None, jobs: int,
             echo(f"run {run.id}: {todo} attempt(s) to go; if interrupted, continue with "
                        f"`stop experiment unsandbox --run {run.id}`", err=True)
 
-    run = X.run_unsandbox(cfg, store=store, run_ref=run_ref, progress=progress, started=started)
+    sandbox = cluster_sandbox(executor, ray_address, backend=backend,
+                              runtime=runtime) if cfg.execute else None
+    try:
+        run = X.run_unsandbox(cfg, store=store, run_ref=run_ref, progress=progress,
+                              started=started, sandbox=sandbox)
+    finally:
+        if sandbox is not None:
+            sandbox.close()
     data = X.summarize(run)
     echo(json.dumps(data, indent=2) if as_json else _experiment_text(data))
 

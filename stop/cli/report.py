@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from stop.cli.executor import cluster_sandbox, executor_options
 from stop.cli.options import runtime_option
 from stop.cli.safe import echo
 from stop.errors import StopError
@@ -39,9 +40,11 @@ def _split_tasks(values: tuple[str, ...]) -> list[str]:
               help="An improver from elsewhere (defines improve_algorithm) in place of the run's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 @runtime_option
+@executor_options
 def transfer(run_ref: str, tasks: tuple[str, ...], trials: int, improver_round: int | None,
              jobs: int, model_spec: str | None, improver_file: Path | None, as_json: bool,
-             runtime: str | None) -> None:
+             runtime: str | None, executor: str | None = None,
+             ray_address: str | None = None) -> None:
     """Score a run's improver on other tasks: the STOP paper's Table 1.
 
     For each task: the test score of its seed solution, of the seed improver applied to it, and
@@ -63,10 +66,16 @@ def transfer(run_ref: str, tasks: tuple[str, ...], trials: int, improver_round: 
         echo(f"transfer of run {run.id} ({label}): {total - pending} of {total} trials "
                    f"already done, {pending} to run", err=True)
 
-    table = run_transfer(run, tasks=chosen, trials=trials, improver_round=improver_round,
-                         jobs=jobs, model_spec=model_spec, on_trial=progress, on_start=start,
-                         runtime=runtime, improver_source=source,
-                         improver_name=improver_file.name if improver_file else None)
+    sandbox = cluster_sandbox(executor, ray_address, runtime=runtime)
+    try:
+        table = run_transfer(run, tasks=chosen, trials=trials, improver_round=improver_round,
+                             jobs=jobs, model_spec=model_spec, on_trial=progress,
+                             on_start=start, runtime=runtime, improver_source=source,
+                             improver_name=improver_file.name if improver_file else None,
+                             sandbox=sandbox)
+    finally:
+        if sandbox is not None:
+            sandbox.close()
     echo(json.dumps(_clean(table), indent=2) if as_json else format_table(table))
 
 

@@ -11,9 +11,12 @@ from typing import Any
 import click
 
 from stop.cli.display import Display
+from stop.cli.executor import executor_options
 from stop.cli.options import runtime_option
 from stop.cli.runs import open_run
 from stop.cli.safe import echo
+from stop.cli.sweep import run_many
+from stop.cluster.executor import open_executor
 from stop.core.config import PROFILES, ConfigError, RunConfig, profile_table
 from stop.core.loop import execute, new_run, run_config
 from stop.errors import StopError
@@ -26,7 +29,6 @@ from stop.runs.summary import (
     summary_is_current,
     write_summary,
 )
-from stop.sandbox import open_sandbox
 from stop.sandbox.runtimes import choose
 from stop.tasks.loader import TaskError, load_task
 
@@ -66,7 +68,8 @@ def _run_rounds(get_run: Any, cfg: RunConfig, quiet: bool) -> Any:
         raise KeyboardInterrupt
 
     model = resolve_model(cfg.model, api_base=cfg.api_base, timeout_s=cfg.model_timeout_s)
-    sandbox = open_sandbox(cfg.sandbox, runtime=cfg.sandbox_runtime)
+    sandbox = open_executor(cfg.sandbox, executor=cfg.executor, address=address,
+                            runtime=cfg.sandbox_runtime)
     run = None
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
@@ -97,8 +100,11 @@ def cmd_run(task: str | None, rounds: int | None, model: str | None, api_base: s
             profile: str | None, jobs: int | None, seed: int | None, sandbox: str | None,
             margin: float | None, resume: str | None, quiet: bool,
             settings: tuple[str, ...] = (), max_cost: float | None = None,
-            max_tokens_total: int | None = None, runtime: str | None = None) -> None:
+            max_tokens_total: int | None = None, runtime: str | None = None,
+            executor: str | None = None, ray_address: str | None = None, runs: int = 1) -> None:
 
+    if resume and runs > 1:
+        raise StopError("--runs starts new runs; resume each one with --resume RUN")
     if resume:
         given = [n for n, v in (("TASK", task), ("--model", model), ("--api-base", api_base),
                                 ("--profile", profile), ("--seed", seed), ("--margin", margin),
@@ -107,7 +113,7 @@ def cmd_run(task: str | None, rounds: int | None, model: str | None, api_base: s
                  if v is not None]
         if given:
             raise StopError(f"--resume continues a run with its own settings; drop {', '.join(given)} "
-                            f"(only --rounds, --jobs, --max-cost and --max-tokens-total may change)")
+                            f"(only --rounds, --jobs, --max-cost, --max-tokens-total, --executor and --ray-address may change)")
         run = open_run(resume)
         # Ours from this first check to the end of the command: a second resume is refused.
         click.get_current_context().with_resource(run.owned())
@@ -120,6 +126,8 @@ def cmd_run(task: str | None, rounds: int | None, model: str | None, api_base: s
             cfg.rounds = rounds
         if jobs is not None:
             cfg.jobs = jobs
+        if executor is not None:  # where the sandboxes run does not change any result
+            cfg.executor = executor
         cfg.max_cost_usd = cfg.max_cost_usd if max_cost is None else max_cost
         cfg.max_tokens_total = cfg.max_tokens_total if max_tokens_total is None else max_tokens_total
         cfg.validate()
@@ -139,7 +147,7 @@ def cmd_run(task: str | None, rounds: int | None, model: str | None, api_base: s
         base, seed_improver = _resolve_task(task)
         named = {"model": model, "api_base": api_base, "rounds": rounds, "jobs": jobs,
                  "seed": seed, "sandbox": sandbox, "margin": margin, "max_cost_usd": max_cost,
-                 "max_tokens_total": max_tokens_total}
+                 "max_tokens_total": max_tokens_total, "executor": executor}
         overrides = {"sandbox_runtime": runtime or choose(), **parse_settings(settings),
                      **{k: v for k, v in named.items() if v is not None}}
         cfg = RunConfig.from_profile(profile or "tiny", task=base, seed_improver=seed_improver,
@@ -155,7 +163,11 @@ def cmd_run(task: str | None, rounds: int | None, model: str | None, api_base: s
                    err=True)
         return created
 
-    run = _run_rounds(get_run, cfg, quiet)
+    if runs > 1:
+        for r in run_many(cfg, runs, quiet=quiet, address=ray_address):
+            echo(str(r.dir))
+        return
+    run = _run_rounds(get_run, cfg, quiet, address=ray_address)
     s = summarize(run)
     best = s["best"]
     if best["val"] is not None:
@@ -197,6 +209,10 @@ def parse_settings(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--sandbox", type=click.Choice(["docker", "process"]),
               help="Sandbox backend (default docker; process is no security boundary).")
 @runtime_option
+@executor_options
+@click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Independent runs started at once, with seeds --seed, --seed+1, ...; each "
+                   "has its own run folder.")
 @click.option("--margin", type=float, help="How much the candidate's meta-utility must beat "
                                            "the incumbent's by (default 0).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",

@@ -107,6 +107,7 @@ class RunConfig:
     seed: int = 0
     sandbox: str = "docker"
     sandbox_runtime: str = "runc"  # the Docker backend's OCI runtime: runc, or runsc (gVisor)
+    executor: str = "local"  # where the sandboxes run: local, or ray (stop.cluster)
     margin: float = 0.0
     alpha: float | None = 0.05
     seed_improver: str = "meta_optimization"
@@ -196,6 +197,8 @@ class RunConfig:
         if self.sandbox_runtime not in RUNTIMES:
             raise ConfigError(f"sandbox_runtime must be {' or '.join(RUNTIMES)}, "
                               f"got {self.sandbox_runtime!r}")
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"executor must be local or ray, got {self.executor!r}")
         if self.profile not in PROFILES:
             raise ConfigError(f"unknown profile {self.profile!r}; choose one of {', '.join(PROFILES)}")
         if not isinstance(self.task, str) or not self.task:
