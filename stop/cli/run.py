@@ -60,7 +60,7 @@ def _resolve_task(name: str | None) -> tuple[str, str]:
     return task.name, "meta_optimization"
 
 
-def _run_rounds(get_run: Any, cfg: RunConfig, quiet: bool) -> Any:
+def _run_rounds(get_run: Any, cfg: RunConfig, quiet: bool, address: str | None = None) -> Any:
     """Open the model and the sandbox, then the run (so a missing engine leaves no empty run
     behind), and execute its rounds. Ctrl-C or SIGTERM: log the interruption and exit 130."""
 
