@@ -4,7 +4,7 @@
 #   bash scripts/setup.sh --for run    # venv, package, Docker engine, sandbox image, Qwen model
 #   bash scripts/setup.sh --for test   # the same with the SmolLM2 smoke model instead of Qwen
 #   bash scripts/setup.sh --only STEP  # one step: system, venv, docker, browser, image, model,
-#                                      # smoke-model, gvisor
+#                                      # smoke-model, gvisor, ray
 #   bash scripts/setup.sh --only gvisor  # gVisor's runsc as a second runtime (--runtime runsc)
 #   bash scripts/setup.sh --dry-run    # say what each step would do, change nothing
 #
@@ -340,6 +340,27 @@ step_stop_cmd() {
     record "$name" ok "$(elapsed "$t0")"
 }
 
+# ---------------------------------------------------------------- ray (the cluster executor)
+# The pinned `ray` extra of pyproject.toml, so tests/cluster runs in `make test`.
+step_ray() {
+    local t0 pin
+    t0=$(now)
+    pin="$(sed -n 's/^ray = \["\(ray==[^"]*\)"\]$/\1/p' "$ROOT/pyproject.toml")"
+    [[ -n "$pin" ]] || fail "no pinned ray extra in pyproject.toml"
+    step "Ray for the cluster executor: $pin"
+    [[ -x "$VENV/bin/python" || "$DRY_RUN" == 1 ]] || fail "$VENV/bin/python is missing: run bash scripts/setup.sh --only venv first"
+    if [[ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("ray"))' 2>/dev/null)" == "${pin#ray==}" ]]; then
+        say "    present"
+        record ray skipped "$(elapsed "$t0")"
+        return 0
+    fi
+    local progress=()
+    [[ -t 1 ]] || progress=(--progress-bar off)
+    run_cmd "$VENV/bin/python" -m pip install "${progress[@]}" "$pin" || fail "could not install $pin"
+    say "    installed in $(elapsed "$t0")s"
+    record ray installed "$(elapsed "$t0")"
+}
+
 # ---------------------------------------------------------------- main
 T_ALL=$(now)
 say "stop set-up for \`make $PURPOSE\` in $ROOT$([[ "$DRY_RUN" == 1 ]] && echo ' (dry run)')"
@@ -351,6 +372,9 @@ if [[ "$ONLY" == browser || ( -z "$ONLY" && "$PURPOSE" == test ) ]]; then
     step_browser
 fi
 want image && step_stop_cmd image sandbox build
+if [[ "$ONLY" == ray || ( -z "$ONLY" && "$PURPOSE" == test ) ]]; then
+    step_ray
+fi
 if [[ "$ONLY" == gvisor || ( -z "$ONLY" && "$PURPOSE" == test ) ]]; then
     step_gvisor
 fi
