@@ -183,17 +183,17 @@ def bench_threads(weights: str, threads: int | None, mt: int, n: int, stats_file
         post(url, body(1, 1, False, 1))  # and prompt 1: both stay cached
         timed("single", [body(0, 1, False)])
         timed("n6", [body(0, n, False)])
-        if quick:
-            res["threads_used"] = stats().get("threads")
-            return res
-        timed("single_lookup", [body(0, 1, True)])
-        timed("n6_lookup", [body(0, n, True)])
-        timed("two_n6", [body(0, n, True), body(1, n, True)], gap_s=2.0)
-        g_off = post(url, body(0, 1, False, mt, 0.0))["choices"][0]["message"]["content"]
-        g_on = post(url, body(0, 1, True, mt, 0.0))["choices"][0]["message"]["content"]
-        res["greedy_identical_lookup_on_off"] = g_off == g_on
+        if not quick:
+            timed("single_lookup", [body(0, 1, True)])
+            timed("n6_lookup", [body(0, n, True)])
+            timed("two_n6", [body(0, n, True), body(1, n, True)], gap_s=2.0)
+            g_off = post(url, body(0, 1, False, mt, 0.0))["choices"][0]["message"]["content"]
+            g_on = post(url, body(0, 1, True, mt, 0.0))["choices"][0]["message"]["content"]
+            res["greedy_identical_lookup_on_off"] = g_off == g_on
+            res["prefix_cache_hit"] = stats()["prompt_evaluated"] == 0
+        res["threads_used"] = stats().get("threads")
+        res["decode_share"] = stats().get("decode_share")
         res["memory_mb"] = rss_mb(server.proc.pid)
-        res["prefix_cache_hit"] = stats()["prompt_evaluated"] == 0
     finally:
         server.stop()
         res["load_avg_end"] = list(os.getloadavg())
@@ -201,6 +201,11 @@ def bench_threads(weights: str, threads: int | None, mt: int, n: int, stats_file
     if quick:
         res["ratios"] = {"n6_over_single": round(n6 / s, 2)}
         return res
+    return with_ratios(res)
+
+
+def with_ratios(res: dict) -> dict:
+    s, n6 = res["single"]["tok_s"], res["n6"]["tok_s"]
     res["ratios"] = {
         "n6_over_single": round(n6 / s, 2),
         "n6_lookup_over_n6": round(res["n6_lookup"]["tok_s"] / n6, 2),
@@ -209,6 +214,37 @@ def bench_threads(weights: str, threads: int | None, mt: int, n: int, stats_file
         "two_n6_over_n6_lookup": round(res["two_n6"]["tok_s"] / res["n6_lookup"]["tok_s"], 2),
     }
     return res
+
+
+def versus(weights: str, other: str, threads: int | None, mt: int, n: int, tmp: Path,
+           rounds: int = 2) -> dict:
+    """single and n6 on two weight files, alternating, each server idle while the other runs."""
+    servers = [Server(w, threads, tmp / f"stats{i}.json") for i, w in enumerate((weights, other))]
+    rows: dict = {}
+    try:
+        msgs = stop_prompt()
+        for srv in servers:
+            post(srv.url, {"messages": msgs, "n": 1, "max_tokens": 1, "lookup": False})
+        for _ in range(rounds):
+            for k in (1, n):
+                for i, srv in enumerate(servers):
+                    t = time.monotonic()
+                    out = post(srv.url, {"messages": msgs, "n": k, "max_tokens": mt, "seed": 5,
+                                         "temperature": 0.7, "ignore_eos": True, "lookup": False})
+                    tok_s = out["usage"]["completion_tokens"] / (time.monotonic() - t)
+                    rows.setdefault(f"{'ab'[i]}_n{k}", []).append(round(tok_s, 2))
+                    print(f"  threads={threads} {'ab'[i]} n={k}: {tok_s:.2f} tok/s",
+                          file=sys.stderr, flush=True)
+    finally:
+        for srv in servers:
+            srv.stop()
+    med = {k: sorted(v)[len(v) // 2] for k, v in rows.items()}
+    return {"threads": threads, "tok_s": rows, "median": med,
+            "b_over_a_single": round(med["b_n1"] / med["a_n1"], 2),
+            f"b_over_a_n{n}": round(med[f"b_n{n}"] / med[f"a_n{n}"], 2),
+            f"b_n{n}_over_a_single": round(med[f"b_n{n}"] / med["a_n1"], 2),
+            f"a_n{n}_over_a_single": round(med[f"a_n{n}"] / med["a_n1"], 2),
+            "load_avg_end": list(os.getloadavg())}
 
 
 def main() -> None:
@@ -220,6 +256,8 @@ def main() -> None:
     ap.add_argument("--container-load", type=int, default=0,
                     help="busy sandbox containers during the run; with it only single and n6")
     ap.add_argument("--weights", default=None, help="another GGUF of the same model")
+    ap.add_argument("--versus", default=None,
+                    help="another GGUF: single and n6 on both, alternating (a = --weights)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "model.json"))
     args = ap.parse_args()
     which = "smollm2" if args.smoke else "embedded"
@@ -227,10 +265,16 @@ def main() -> None:
     results: dict = {"model": local_install.SPECS[which].alias, "weights": Path(weights).name,
                      "max_tokens": args.max_tokens, "samples": args.samples, "runs": []}
     results["container_load"] = args.container_load
+    if args.versus:
+        results["versus"] = Path(args.versus).name
     load = ContainerLoad(args.container_load)
     try:
         with tempfile.TemporaryDirectory(prefix="stop-bench-") as tmp:
             for t in (int(x) for x in args.threads.split(",")):
+                if args.versus:
+                    results["runs"].append(versus(weights, args.versus, t or None, args.max_tokens,
+                                                  args.samples, Path(tmp)))
+                    continue
                 results["runs"].append(bench_threads(weights, t or None, args.max_tokens,
                                                      args.samples, Path(tmp) / "stats.json",
                                                      quick=args.container_load > 0))

@@ -192,6 +192,10 @@ class Engine:
             self._step_inner()
         finally:
             self.step_s += time.perf_counter() - t_step
+        with self.cv:  # after the timing, so a reply's decode share covers whole steps
+            for r in list(self.running):
+                if r.samples and all(s.finish is not None for s in r.samples):
+                    self._finish(r)
 
     def _step_inner(self) -> None:
         self.rt.set_threads(self.cores.choose())
@@ -249,10 +253,6 @@ class Engine:
             for r, idx in prompt_done:
                 r.prefix.logits = self.rt.logits(idx).copy()
                 self._start_samples(r, r.prefix.logits)
-        with self.cv:
-            for r in list(self.running):
-                if r.samples and all(s.finish is not None for s in r.samples):
-                    self._finish(r)
 
     def _start_samples(self, r: Request, logits: np.ndarray) -> None:
         r.t_prompt = time.monotonic()
