@@ -171,7 +171,15 @@ class Engine:
                         r.error = EngineError("the engine was closed")
                         r.done.set()
                     return
-                self._admit()
+            with self.cv:
+                try:
+                    self._admit()
+                except Exception as e:  # the request at the head cannot be admitted: fail it
+                    if self.queue and self.queue[0] not in self.running:
+                        bad = self.queue.popleft()
+                        bad.error = EngineError(f"{type(e).__name__}: {e}")
+                        bad.done.set()
+                    continue
             try:
                 self._step()
             except Exception as e:  # a failed step leaves the cache unknown: start clean
