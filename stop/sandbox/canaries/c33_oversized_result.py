@@ -9,6 +9,11 @@ CANARY = {"row": 33, "role": "solution", "expect_status": ["ok"],
           "expect_rules": ["resource-result"], "expect_detail": {"limit": "frame_bytes"},
           "summary": "return a value over the frame limit"}
 
+CALLS = []
+
 
 def algorithm(train_samples, train_parity, test_samples):
-    return np.full(2_000_000, 9 * 10**18, dtype=np.int64)  # about 40 MB as JSON
+    CALLS.append(1)
+    if len(CALLS) == 1:  # the first answer only: about 34 MB as JSON
+        return np.full(1_700_000, 9 * 10**18, dtype=np.int64)
+    return None
