@@ -56,8 +56,8 @@ def _resolve_task(name: str | None) -> tuple[str, str]:
         base = str(task.settings.get("base_task", "parity_noise"))
         if load_task(base).kind != "solve":
             raise TaskError(f"task {task.name}: base_task {base} is not a solve task")
-        return base, task.name
-    return task.name, "meta_optimization"
+        return base, ref
+    return ref, "meta_optimization"
 
 
 def _run_rounds(get_run: Any, cfg: RunConfig, quiet: bool, address: str | None = None) -> Any:
