@@ -93,9 +93,20 @@ class _Tree:
         for node in ast.walk(tree):
             for child in ast.iter_child_nodes(node):
                 self.parent[id(child)] = node
-        self.calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
         helpers = {f.name: f for f in ast.walk(tree)
                    if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)}
+        # Only code that runs counts: module level, improve_algorithm and what it reaches (a
+        # copied meta_utility that nothing calls is text, not strategy).
+        self.reachable = set(helpers) if "improve_algorithm" not in helpers else set()
+        todo = ["improve_algorithm"] if "improve_algorithm" in helpers else []
+        while todo:
+            name = todo.pop()
+            if name not in self.reachable:
+                self.reachable.add(name)
+                todo += [n for n in _names(helpers[name]) if n in helpers]
+        live = self.nodes = [n for n in ast.walk(tree) if self.live(n)]
+        self.calls = [n for n in live if isinstance(n, ast.Call)]
+        helpers = {k: f for k, f in helpers.items() if k in self.reachable}
         reaching: set[str] = set()
         while True:  # local functions that (through each other) call the model
             more = {name for name, f in helpers.items() if name not in reaching and any(
@@ -109,7 +120,7 @@ class _Tree:
             isinstance(c.func, ast.Name) and c.func.id in reaching)]
         self.direct = [c for c in self.calls if _called(c) in MODEL_METHODS]
         self.words: dict[str, list[int]] = {}
-        for node in ast.walk(tree):
+        for node in live:
             name = (node.id if isinstance(node, ast.Name) else node.attr
                     if isinstance(node, ast.Attribute) else node.name
                     if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) else node.arg
@@ -118,10 +129,16 @@ class _Tree:
                 for w in _words(name):
                     self.words.setdefault(w, []).append(node.lineno)
         self.assigns: dict[str, list[ast.AST]] = {}
-        for node in ast.walk(tree):
+        for node in live:
             for target, value in _assignments(node):
                 for n in _names(target):
                     self.assigns.setdefault(n, []).append(value)
+
+    def live(self, node: ast.AST) -> bool:
+        """Whether `node` is at module level or inside a function that runs."""
+        defs = [a for a in [node, *self.ancestors(node)]
+                if isinstance(a, ast.FunctionDef | ast.AsyncFunctionDef)]
+        return not defs or defs[-1].name in self.reachable
 
     def ancestors(self, node: ast.AST) -> list[ast.AST]:
         out = []
@@ -215,7 +232,7 @@ def _rule_temperature(t: _Tree) -> list[int]:
 def _rule_annealing(t: _Tree) -> list[int]:
     exps = [c.lineno for c in t.calls if _called(c) == "exp"
             and any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div) for n in ast.walk(c))]
-    draws = [n.lineno for n in ast.walk(t.tree) if isinstance(n, ast.Compare) and any(
+    draws = [n.lineno for n in t.nodes if isinstance(n, ast.Compare) and any(
         isinstance(c, ast.Call) and _called(c) in ("random", "uniform") for c in ast.walk(n))]
     found = sorted(set(exps + draws)) if exps and draws else []
     return sorted(set(found + t.hits(WORDS["simulated_annealing"])))
@@ -253,7 +270,7 @@ def _ranked_cut(t: _Tree, node: ast.AST) -> bool:
 def _rule_beam(t: _Tree, loops: list) -> list[int]:
     if not loops:
         return []
-    cuts = [n.lineno for n in ast.walk(t.tree) if _ranked_cut(t, n)
+    cuts = [n.lineno for n in t.nodes if _ranked_cut(t, n)
             and any(isinstance(a, LOOPS) for a in t.ancestors(n))]
     named = t.hits(WORDS["beam_search"])
     if not cuts and not named:

@@ -179,6 +179,28 @@ def test_the_seed_improver_is_none_of_the_families() -> None:
     assert tag_source(load_task("sandbox").seed_source).tags == {}
 
 
+def test_code_that_never_runs_is_not_a_strategy() -> None:
+    # Seen on the embedded model: the seed improver with the description's meta_utility pasted
+    # below it. meta_utility loops over improve_algorithm, but nothing calls it.
+    seed = load_task("meta_optimization").seed_source
+    pasted = seed + """
+
+def meta_utility(improver_source):
+    total = 0.0
+    for _ in range(3):
+        namespace = {}
+        exec(improver_source, namespace)
+        improved = namespace["improve_algorithm"](seed_solution, utility, language_model)
+        total += utility(improve_algorithm(improved, utility, language_model))
+    return total / 3
+"""
+    assert tag_source(pasted).tags == {}
+    # Called from improve_algorithm, the same helper is a loop over the model.
+    called = pasted.replace("    return best_solution", "    meta_utility(best_solution)\n"
+                                                          "    return best_solution")
+    assert tag_source(called).tags != {}
+
+
 def test_more_samples_without_a_known_shape_is_other() -> None:
     # The best-of-budget baseline spends every call on independent samples: no feedback, no
     # population, no schedule.
