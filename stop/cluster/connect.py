@@ -151,12 +151,14 @@ class RaySession:
     on_close: Callable[[], None] | None = None
 
     def close(self) -> None:
-        if self.owned and self.ray.is_initialized():
-            self.ray.shutdown()
-            self.owned = False
-        if self.on_close is not None:
-            self.on_close()
-            self.on_close = None
+        try:
+            if self.owned and self.ray.is_initialized():
+                self.owned = False
+                self.ray.shutdown()
+        finally:
+            if self.on_close is not None:
+                self.on_close, on_close = None, self.on_close
+                on_close()
 
 
 def connect(address: str) -> RaySession:
