@@ -21,6 +21,14 @@ AFTER_DONE_S = 0.02  # after the closing frame: the longest wait for the end-of-
 
 
 def close(sock: socket.socket) -> None:
+    """End the connection. The engine client's response keeps a file object on the socket, so
+    close() alone leaves the descriptor open: the engine would go on writing what the host no
+    longer reads (a value cut off at the frame limit), and removing that container would wait
+    minutes for it. shutdown() ends the connection whoever still holds the descriptor."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # never connected, or already ended by the engine
     try:
         sock.close()
     except OSError:
