@@ -154,7 +154,9 @@ def test_a_driver_killed_with_sigkill_leaves_a_run_that_resume_finishes(referenc
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        _wait_for(lambda: _count(root, "improver_test") >= 2, 600, proc)
+        # Killed once it has scored and has recorded its Ray helpers (slow on a loaded machine).
+        _wait_for(lambda: _count(root, "improver_test") >= 2 and _local_helpers() - before,
+                  600, proc)
         left = _local_helpers() - before
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
