@@ -97,8 +97,8 @@ class _Tree:
                    if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)}
         # Only code that runs counts: module level, improve_algorithm and what it reaches (a
         # copied meta_utility that nothing calls is text, not strategy).
-        self.reachable = set(helpers) if "improve_algorithm" not in helpers else set()
-        todo = ["improve_algorithm"] if "improve_algorithm" in helpers else []
+        self.reachable: set[str] = set()
+        todo = ["improve_algorithm"] if "improve_algorithm" in helpers else list(helpers)
         while todo:
             name = todo.pop()
             if name not in self.reachable:
@@ -367,6 +367,9 @@ def tag_source(source: str) -> Tagging:
         tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
         return Tagging(parsed=False, error=f"{type(e).__name__}: {e}"[:200])
+    if not any(isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+               and n.name == "improve_algorithm" for n in tree.body):
+        return Tagging(parsed=False, error="defines no improve_algorithm: not an improver")
     t = _Tree(tree)
     loops = t.model_loops()
     local, refine = _rule_flows(t, loops)

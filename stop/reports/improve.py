@@ -163,7 +163,7 @@ def build_improve_report(exp_id: str, summary: dict[str, Any], out: Path) -> tup
     st = s["strategies"]
     parts += ["<h2>Strategies</h2>", _img(figs["strategies"], "strategies"),
               f"<p>{st['n']} proposed improver(s), {st['n_adopted']} adopted, "
-              f"{st['n_unparsed']} not valid Python; count / n with a 95% Wilson interval.</p>",
+              f"{st['n_unparsed']} not an improver (not valid Python, or no improve_algorithm); count / n with a 95% Wilson interval.</p>",
               _table(["family or finding", "all", "adopted", "judge"],
                      [[_e(r["label"]), _rate(r["all"]), _rate(r["adopted"]), _rate(r["judge"])]
                       for r in st["rows"]], {1, 2, 3})]

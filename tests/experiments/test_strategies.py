@@ -210,6 +210,9 @@ def test_more_samples_without_a_known_shape_is_other() -> None:
     assert list(tag_source("def improve_algorithm(s, u, m):\n    return s\n").tags) == ["other"]
     broken = tag_source("def improve_algorithm(:\n")
     assert not broken.parsed and broken.tags == {} and "SyntaxError" in broken.error
+    # Seen on the embedded model: a rewritten meta_utility and no improver at all.
+    other = tag_source("def meta_utility(source):\n    return 0.5\n")
+    assert not other.parsed and other.tags == {} and "no improve_algorithm" in other.error
 
 
 def test_strategy_table_counts_all_and_adopted_with_wilson_intervals() -> None:
