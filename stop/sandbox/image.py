@@ -1,11 +1,17 @@
-"""The sandbox image: a Python 3 + NumPy base, with the harness on top, tagged by content.
+"""The sandbox image: a Python 3 base with NumPy, SciPy and scikit-learn, with the harness on top,
+tagged by content.
 
-Where a registry answers, the base is the official Python image plus numpy; where none does
+The libraries are the ones models reach for: on the learning-parity tasks the embedded model
+imported scikit-learn in 9 of 18 rewrites, and with it in the image 4 of those 18 beat the seed,
+against none without (README, "Does it improve?"). They are native code inside the same walls.
+
+Where a registry answers, the base is the official Python image plus those libraries; where none does
 (the pull fails in milliseconds), it is bootstrapped from Debian packages (debootstrap, from the
 mirror this machine's apt uses, or STOP_DEBIAN_MIRROR; see `stop.sandbox.debian_mirror`) and
 imported, so the build works wherever apt works. The final
-image is tagged ``stop-sandbox:<hash>``, where the hash covers every file of ``sandbox/`` plus
-the codec the harness shares with the host, so any change to what runs inside rebuilds it.
+image is tagged ``stop-sandbox:<hash>``, where the hash covers every file of ``sandbox/`` (the
+harness, the codec and the protocol it shares with the host) and the base's recipe, so any change
+to what runs inside rebuilds it.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from stop.sandbox.debian_mirror import debian_mirror
 IMAGE_REPO = "stop-sandbox"
 BASE_REPO = "stop-base"
 DEBIAN_SUITE = "bookworm"
-DEBIAN_PACKAGES = "python3,python3-numpy"
+DEBIAN_PACKAGES = "python3,python3-numpy,python3-sklearn"  # python3-sklearn brings SciPy
+PIP_PACKAGES = "numpy scipy scikit-learn"
 REGISTRY_IMAGE = "python:3.11-slim-bookworm"
 
 
@@ -45,7 +52,7 @@ def context_files() -> dict[str, Path]:
 
 
 def image_hash() -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"{DEBIAN_SUITE}|{DEBIAN_PACKAGES}|{REGISTRY_IMAGE}|{PIP_PACKAGES}\0".encode())
     for name, path in sorted(context_files().items()):
         h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:12]
@@ -94,12 +101,12 @@ def image_status() -> ImageStatus:
 
 
 def registry_base_tag() -> str:
-    recipe = f"{REGISTRY_IMAGE}|numpy".encode()
+    recipe = f"{REGISTRY_IMAGE}|{PIP_PACKAGES}".encode()
     return f"{BASE_REPO}:python-{hashlib.sha256(recipe).hexdigest()[:8]}"
 
 
 def build_base(force: bool = False) -> str:
-    """The base image: an existing one, else an official Python image with numpy where a
+    """The base image: an existing one, else an official Python image with the libraries where a
     registry answers, else a Debian bootstrapped from packages."""
     if not force:
         for tag in (base_tag(), registry_base_tag()):
@@ -109,7 +116,8 @@ def build_base(force: bool = False) -> str:
 
 
 def _registry_base() -> str | None:
-    """Pull the official Python image and add numpy; None (quickly) where no registry answers."""
+    """Pull the official Python image and add the libraries; None (quickly) where no registry
+    answers."""
     t0 = time.monotonic()
     try:
         pulled = subprocess.run(["docker", "pull", "-q", REGISTRY_IMAGE], capture_output=True,
@@ -121,17 +129,17 @@ def _registry_base() -> str | None:
              "bootstrapping a Debian base instead")
         return None
     tag = registry_base_tag()
-    recipe = f"FROM {REGISTRY_IMAGE}\nRUN pip install --no-cache-dir numpy\n".encode()
+    recipe = f"FROM {REGISTRY_IMAGE}\nRUN pip install --no-cache-dir {PIP_PACKAGES}\n".encode()
     r = _docker("build", "-q", "-t", tag, "-", input=recipe, check=False)
     if r.returncode != 0:
-        _log(f"could not add numpy to {REGISTRY_IMAGE}: bootstrapping a Debian base instead")
+        _log(f"could not add {PIP_PACKAGES} to {REGISTRY_IMAGE}: bootstrapping a Debian base instead")
         return None
     _log(f"built {tag} from {REGISTRY_IMAGE} ({time.monotonic() - t0:.1f}s)")
     return tag
 
 
 def _debootstrap_base() -> str:
-    """Bootstrap a minimal Debian with python3 and numpy and import it as an image."""
+    """Bootstrap a minimal Debian with python3 and the libraries and import it as an image."""
     tag = base_tag()
     if shutil.which("debootstrap") is None:
         raise ImageError("debootstrap is not installed: `apt-get install debootstrap`, "
@@ -142,7 +150,7 @@ def _debootstrap_base() -> str:
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         rootfs = Path(tmp) / "rootfs"
         t0 = time.monotonic()
-        _log(f"debootstrap {DEBIAN_SUITE} from {mirror} ({origin}; about a minute)")
+        _log(f"debootstrap {DEBIAN_SUITE} from {mirror} ({origin}; a few minutes)")
         r = subprocess.run(["debootstrap", "--variant=minbase", f"--include={DEBIAN_PACKAGES}",
                             DEBIAN_SUITE, str(rootfs), mirror], capture_output=True, text=True)
         if r.returncode != 0:

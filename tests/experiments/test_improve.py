@@ -282,7 +282,7 @@ def test_transfer_takes_an_improver_from_a_file(store, sandbox, tmp_path) -> Non
 @pytest.mark.docker
 def test_tail_scores_every_sample_and_says_what_failed(store, sandbox) -> None:
     samples = [fenced(EXACT_GRID), "I would rather not write code.",
-               fenced("import sklearn\n\n\ndef algorithm(t, dist):\n    return t\n"),
+               fenced("import tensorflow\n\n\ndef algorithm(t, dist):\n    return t\n"),
                fenced("def algorithm(t, dist):\n    return t\n")]
     model = ScriptedModel([{"match": None, "texts": samples}])
     cfg = TailConfig(task="str_grid_dist", samples=4, batch=4, model="scripted")
@@ -291,7 +291,7 @@ def test_tail_scores_every_sample_and_says_what_failed(store, sandbox) -> None:
     assert d["samples"] == 4 and d["seed_val"] == pytest.approx(0.483, abs=5e-4)
     assert d["beats_seed"] == 1 and d["best"] == 1.0
     assert d["status"] == {"ok": 2, "no code": 1, "missing module": 1}
-    assert d["imports"] == {"sklearn": 1} and d["missing_modules"] == {"sklearn": 1}
+    assert d["imports"] == {"tensorflow": 1} and d["missing_modules"] == {"tensorflow": 1}
     assert sorted(d["scores"])[:2] == [0.0, 0.0]
     assert len(model.requests) == 1  # one call of four samples
     run_tail(cfg, store=store, resume=run.id, model=model, sandbox=sandbox)
