@@ -33,11 +33,11 @@ from stop.models.gateway import Gateway
 from stop.runs.replay import recorded_replies
 from stop.runs.store import Run, RunStore
 from stop.sandbox import Sandbox, open_sandbox
+from stop.sandbox.image import IMAGE_MODULES
 from stop.sandbox.records import source_hash
 from stop.tasks.loader import Task, load_task
 from stop.tasks.scoring import ScoreReport, score_solution
 
-IMAGE_MODULES = {"numpy"}  # besides the standard library
 _MISSING = re.compile(r"No module named '([\w.]+)'")
 
 

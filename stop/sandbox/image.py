@@ -34,6 +34,9 @@ BASE_REPO = "stop-base"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_PACKAGES = "python3,python3-numpy,python3-sklearn"  # python3-sklearn brings SciPy
 PIP_PACKAGES = "numpy scipy scikit-learn"
+# What a candidate can import besides the standard library (top-level names; their own
+# dependencies such as joblib come along but are not offered).
+IMAGE_MODULES = frozenset({"numpy", "scipy", "sklearn"})
 REGISTRY_IMAGE = "python:3.11-slim-bookworm"
 
 

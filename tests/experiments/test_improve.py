@@ -21,7 +21,7 @@ from stop.core.config import RunConfig
 from stop.experiments import improve as IX
 from stop.experiments.improve_plan import format_plan, plan, plan_run
 from stop.experiments.improve_summary import paired, summarize
-from stop.experiments.tail import TailConfig, run_tail
+from stop.experiments.tail import TailConfig, imports_of, run_tail
 from stop.experiments.tail import summarize as tail_summary
 from stop.experiments.transfer import run_transfer
 from stop.models import ScriptedModel
@@ -277,6 +277,13 @@ def test_transfer_takes_an_improver_from_a_file(store, sandbox, tmp_path) -> Non
         assert r.returncode == 1 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
     r = stop("transfer", run.id, "--improver-file", str(tmp_path / "missing.py"))
     assert r.returncode == 1 and "cannot read the improver file" in r.stderr
+
+
+def test_the_tail_names_only_modules_the_image_lacks() -> None:
+    code = ("import os, numpy as np\nfrom scipy import linalg\nimport sklearn.svm\n"
+            "import tensorflow as tf\nfrom keras import layers\nfrom . import local\n")
+    assert imports_of(code) == ["keras", "tensorflow"]
+    assert imports_of("def f(:\n") == []
 
 
 @pytest.mark.docker
