@@ -36,10 +36,8 @@ def candidate_line(frame=None):
     return None
 
 
-# The installed libraries (the standard library, numpy, scipy, scikit-learn, ...): the read-only
-# image's own code, not the candidate's. Only the standard library's folders and site- or
-# dist-packages count, never a project folder that an editable install puts on sys.path (the
-# process backend's host), where the task files are.
+# The installed libraries (standard library, site- and dist-packages), never a project folder that
+# an editable install puts on sys.path (the process backend's host, where the task files are).
 _STDLIB = os.path.dirname(os.__file__)
 LIB_DIRS = tuple(os.path.join(p, "") for p in sys.path
                  if p == _STDLIB or p.startswith(_STDLIB + "-") or p.startswith(_STDLIB + os.sep)
@@ -47,10 +45,8 @@ LIB_DIRS = tuple(os.path.join(p, "") for p in sys.path
 
 
 def _library_import(frame):
-    """Whether a frame runs the body of an installed library module being imported: its own
-    module namespace, its file under LIB_DIRS. What such a body does (scikit-learn importing
-    multiprocessing and socket, reading its own `_scorer.py`) is the library's, not the
-    candidate's; what the candidate then calls is still attributed to the candidate."""
+    """Whether a frame runs an installed library module's body in its own namespace: what that
+    does (scikit-learn importing socket, reading its `_scorer.py`) is the library's act."""
     code = frame.f_code
     if code.co_name != "<module>" or not code.co_filename.startswith(LIB_DIRS):
         return False

@@ -30,6 +30,7 @@ from cluster_helpers import (
 from stop.core.config import RunConfig
 from stop.core.loop import execute, new_run
 from stop.models import ScriptedModel
+from stop.paths import cache_dir
 from stop.runs.store import RunStore
 from stop.runs.summary import summarize
 from stop.sandbox import open_sandbox
@@ -140,7 +141,7 @@ def test_two_runs_at_once_survive_a_removed_node_with_their_own_budgets_and_logs
 
 def _local_helpers() -> set[int]:
     out = set()
-    for f in (ROOT / ".cache" / "ray-local").glob("*.json"):
+    for f in (cache_dir() / "ray-local").glob("*.json"):  # where the driver writes them
         out |= {e["pid"] for e in json.loads(f.read_text())["processes"]}
     return out
 
