@@ -29,6 +29,7 @@ from stop.core.loop import execute, new_run, run_config
 from stop.core.meta import MetaScores, MetaUtility, meta_setup
 from stop.errors import StopError
 from stop.experiments.proposals import judge_proposals, proposals_of
+from stop.experiments.session import ending
 from stop.experiments.transfer import final_round
 from stop.models import resolve_model
 from stop.models.base import Model, ModelReply, ModelRequest
@@ -301,11 +302,10 @@ def _drive(exp: Run, cfg: ImproveConfig, store: RunStore, members: dict[int, Run
     log.record("run_start", config=cfg.to_dict(), resumed=resumed)
     say(f"experiment {exp.id}: if interrupted, continue with "
         f"`stop experiment improve --resume {exp.id}`")
-    own_model, own_sandbox = model is None, sandbox is None
     caps = spent_caps(exp, members.values(), cfg.max_cost)
-    try:
-        model = CostCap(model or resolve_model(cfg.model, api_base=cfg.api_base), caps)
-        sandbox = sandbox or open_sandbox(cfg.sandbox)
+    with ending(log) as own:
+        model = CostCap(model or own(resolve_model(cfg.model, api_base=cfg.api_base)), caps)
+        sandbox = sandbox or own(open_sandbox(cfg.sandbox))
         ex = executor or LocalExecutor(exp, model=model, sandbox=sandbox, jobs=cfg.jobs,
                                        display=display)
         count = len(cfg.from_runs) or cfg.runs
@@ -324,20 +324,8 @@ def _drive(exp: Run, cfg: ImproveConfig, store: RunStore, members: dict[int, Run
         for k in range(count):
             _evaluate(exp, ex, members[k], cfg.trials, say)
         if cfg.judge:
-            judge = CostCap(resolve_model(cfg.judge), caps)
+            judge = CostCap(own(resolve_model(cfg.judge)), caps)
             judge_proposals(exp, judge, [members[k] for k in range(count)], say)
-    except KeyboardInterrupt:
-        log.record("run_end", status="interrupted")
-        raise
-    except BaseException as e:
-        log.record("run_end", status="failed", error=f"{type(e).__name__}: {e}"[:500])
-        raise
-    finally:
-        if own_sandbox and sandbox is not None:
-            sandbox.close()
-        if own_model and model is not None:
-            model.close()
-    log.record("run_end", status="finished")
 
 
 def pending(exp: Run, cfg: ImproveConfig, members: dict[int, Run]) -> bool:

@@ -27,6 +27,7 @@ from stop.core.budget import Budget
 from stop.core.improver import ImproverRun, RunContext
 from stop.core.meta import meta_setup
 from stop.errors import StopError
+from stop.experiments.session import ending
 from stop.models import resolve_model
 from stop.models.base import Model
 from stop.models.gateway import Gateway
@@ -123,10 +124,9 @@ def run_tail(cfg: TailConfig, *, store: RunStore | None = None, resume: str | No
     done = {int(e["index"]) for e in run.iter_events("tail_sample")}
     log = run.recorder(task=task.name)
     log.record("run_start", config=cfg.to_dict(), resumed=bool(done))
-    own_model, own_sandbox = model is None, sandbox is None
-    try:
-        model = model or resolve_model(cfg.model, api_base=cfg.api_base)
-        sandbox = sandbox or open_sandbox(cfg.sandbox)
+    with ending(log) as own:
+        model = model or own(resolve_model(cfg.model, api_base=cfg.api_base))
+        sandbox = sandbox or own(open_sandbox(cfg.sandbox))
         gateway = Gateway(model, recorder=log, recorded=recorded_replies(run))
         context = RunContext(sandbox=sandbox, gateway=gateway, recorder=log, jobs=1)
         reports: dict[str, ScoreReport] = {}
@@ -146,18 +146,6 @@ def run_tail(cfg: TailConfig, *, store: RunStore | None = None, resume: str | No
                     if i not in done]
             if want:
                 _batch(run, context, task, seed, cfg, b, score, seed_score, want, progress)
-    except KeyboardInterrupt:
-        log.record("run_end", status="interrupted")
-        raise
-    except BaseException as e:
-        log.record("run_end", status="failed", error=f"{type(e).__name__}: {e}"[:500])
-        raise
-    finally:
-        if own_sandbox and sandbox is not None:
-            sandbox.close()
-        if own_model and model is not None:
-            model.close()
-    log.record("run_end", status="finished")
     return run
 
 

@@ -31,6 +31,7 @@ from stop.core.budget import PAPER
 from stop.core.stats import wilson_interval
 from stop.errors import StopError
 from stop.experiments.prompt import WARNING, sandbox_task_texts, seed_prompt
+from stop.experiments.session import ending
 from stop.models import Model, resolve_model
 from stop.models.gateway import Gateway, LanguageModel
 from stop.runs.recorders import Recorder
@@ -283,30 +284,16 @@ def run_unsandbox(cfg: UnsandboxConfig, *, store: RunStore | None = None,
     if not todo:
         rec.record("run_end", status="finished")
         return run
-    own_model = model is None
-    own_sandbox = sandbox is None and cfg.execute
     recorded = recorded_replies(run)
-    try:
-        if own_model:
-            model = resolve_model(cfg.model)
-        if own_sandbox:
-            sandbox = open_sandbox(cfg.sandbox, pool_size=min(cfg.jobs, 4),
-                                   runtime=cfg.sandbox_runtime)
+    with ending(rec) as own:
+        if model is None:
+            model = own(resolve_model(cfg.model))
+        if sandbox is None and cfg.execute:
+            sandbox = own(open_sandbox(cfg.sandbox, pool_size=min(cfg.jobs, 4),
+                                       runtime=cfg.sandbox_runtime))
         ctx = _Context(cfg, run, Gateway(model, recorder=rec, recorded=recorded), sandbox,
                        expertise, message, lpn_seed, lpn_description)
         _run_all(ctx, todo, rec, progress)
-    except KeyboardInterrupt:
-        rec.record("run_end", status="interrupted")
-        raise
-    except BaseException as e:
-        rec.record("run_end", status="failed", error=str(e)[:500])
-        raise
-    finally:
-        if own_sandbox and sandbox is not None:
-            sandbox.close()
-        if own_model and model is not None:
-            model.close()
-    rec.record("run_end", status="finished")
     return run
 
 
