@@ -100,24 +100,29 @@ class Progress:
             ]
 
 
-class Display:
-    """The listener a run reports to. `live=None` picks rich on a terminal, lines otherwise."""
+class LiveView:
+    """A view that redraws itself with rich on a terminal (`live=None` decides by the stream)
+    and prints lines otherwise; subclasses give `_render` and how often to redraw."""
 
-    def __init__(self, cfg: RunConfig, run_id: str, *, stream: TextIO | None = None,
-                 live: bool | None = None, quiet: bool = False) -> None:
+    refresh_per_second = 4
+
+    def __init__(self, *, stream: TextIO | None = None, live: bool | None = None,
+                 quiet: bool = False) -> None:
         self.stream = stream or sys.stderr
-        self.progress = Progress(cfg, run_id)
         self.live = self.stream.isatty() if live is None else live
         self.quiet = quiet
         self._live: Any = None
 
-    def __enter__(self) -> Display:
+    def _render(self) -> Any:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
         if self.live and not self.quiet:
             from rich.console import Console
             from rich.live import Live
 
             self._live = Live(get_renderable=self._render, console=Console(file=self.stream),
-                              refresh_per_second=4, transient=False)
+                              refresh_per_second=self.refresh_per_second, transient=False)
             self._live.__enter__()
         return self
 
@@ -125,6 +130,15 @@ class Display:
         if self._live is not None:
             self._live.__exit__(*exc)
             self._live = None
+
+
+class Display(LiveView):
+    """The listener a run reports to. `live=None` picks rich on a terminal, lines otherwise."""
+
+    def __init__(self, cfg: RunConfig, run_id: str, *, stream: TextIO | None = None,
+                 live: bool | None = None, quiet: bool = False) -> None:
+        super().__init__(stream=stream, live=live, quiet=quiet)
+        self.progress = Progress(cfg, run_id)
 
     def __call__(self, event: dict[str, Any]) -> None:
         line = self.progress.update(event)

@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 from typing import Any, TextIO
 
-from stop.cli.display import Progress
+from stop.cli.display import LiveView, Progress
 from stop.cli.safe import echo, visible
 from stop.cluster.executor import open_executor
 from stop.core.config import RunConfig
@@ -24,33 +24,17 @@ from stop.errors import StopError
 from stop.models import resolve_model
 
 
-class MultiDisplay:
+class MultiDisplay(LiveView):
     """One view of several runs: a table with a row per run on a terminal, prefixed lines
     otherwise. `listener(i)` is what run i reports its events to."""
 
+    refresh_per_second = 2
+
     def __init__(self, items: list[tuple[RunConfig, str]], *, stream: TextIO | None = None,
                  live: bool | None = None, quiet: bool = False) -> None:
-        self.stream = stream or sys.stderr
+        super().__init__(stream=stream, live=live, quiet=quiet)
         self.items = [(cfg, Progress(cfg, run_id)) for cfg, run_id in items]
-        self.live = self.stream.isatty() if live is None else live
-        self.quiet = quiet
-        self._live: Any = None
         self._lock = threading.Lock()
-
-    def __enter__(self) -> MultiDisplay:
-        if self.live and not self.quiet:
-            from rich.console import Console
-            from rich.live import Live
-
-            self._live = Live(get_renderable=self._render, console=Console(file=self.stream),
-                              refresh_per_second=2, transient=False)
-            self._live.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._live is not None:
-            self._live.__exit__(*exc)
-            self._live = None
 
     def listener(self, i: int) -> Any:
         cfg, progress = self.items[i]
