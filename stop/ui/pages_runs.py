@@ -22,6 +22,7 @@ from stop.ui.site import HASH, BadRequest, Html, NotFound, Site
 Params = dict[str, str]
 MAX_REPLY_CHARS = 20_000
 MAX_CALLS_SHOWN = 200
+PER_PAGE, MAX_PER_PAGE = 100, 1000  # runs in one page of the list
 
 
 # ---------------------------------------------------------------- the runs list
@@ -36,14 +37,28 @@ def _filters(site: Site, query: Params) -> dict[str, Any]:
             "descending": query.get("order", "desc") != "asc"}
 
 
+def _whole(query: Params, key: str, default: int, most: int | None = None) -> int:
+    raw = query.get(key) or str(default)
+    if not raw.isdigit() or int(raw) < 1 or (most is not None and int(raw) > most):
+        limit = f"from 1 to {most}" if most is not None else "1 or more"
+        raise BadRequest(f"{key} must be a whole number {limit}, not {raw[:40]!r}")
+    return int(raw)
+
+
 def _runs_context(site: Site, query: Params) -> dict[str, Any]:
     f = _filters(site, query)
+    per, page = _whole(query, "per", PER_PAGE, MAX_PER_PAGE), _whole(query, "page", 1)
     site.index.refresh()
     rows = site.index.rows(**f)
-    return {"rows": rows, "f": f, "query": {k: v for k, v in query.items() if v},
+    pages = max(1, -(-len(rows) // per))
+    page = min(page, pages)  # a page past the end (runs were deleted) shows the last one
+    first = (page - 1) * per
+    return {"rows": rows[first:first + per], "f": f,
+            "query": {k: v for k, v in query.items() if v and k != "page"},
             "running": sum(1 for r in rows if r["status"] == "running"),
             "choices": {c: site.index.choices(c) for c in ("task", "model", "status")},
-            "total": len(rows)}
+            "total": len(rows), "page": page, "pages": pages, "first": first + 1,
+            "last": min(first + per, len(rows))}
 
 
 def runs_page(site: Site, path: Params, query: Params) -> Html:

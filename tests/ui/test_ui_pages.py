@@ -51,6 +51,14 @@ def test_runs_page_lists_filters_and_sorts_runs(page, server, ui_runs, shoot):
     assert ids == sorted(ids, key=lambda i: (tokens[i], i))
     page.goto(server.base + "/?sort=bogus")
     assert "cannot sort by 'bogus'" in page.inner_text("main")
+    # pages of 3, sorted by tokens: the next link leads to the fourth run, and back
+    page.goto(server.base + "/?sort=tokens&order=asc&per=3")
+    assert [r.get_attribute("data-run") for r in page.locator("tr.run-row").all()] == ids[:3]
+    page.click("a[rel=next]")
+    assert "page=2" in page.url and page.inner_text("#runs-pages").startswith("← previous")
+    assert [r.get_attribute("data-run") for r in page.locator("tr.run-row").all()] == ids[3:]
+    page.click("a[rel=prev]")
+    assert page.locator("tr.run-row").count() == 3
 
 
 def test_run_page_shows_rounds_intervals_and_welch(page, server, ui_runs, shoot):

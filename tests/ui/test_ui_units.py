@@ -170,3 +170,39 @@ def test_phase_follows_the_steps_of_a_round():
     assert live.current_phase(events, "running") == "between rounds"
     assert live.open_round(events) is None
     assert live.current_phase(events, "finished") == "finished"
+
+
+def test_the_runs_list_comes_in_pages(tmp_path):
+    from stop.ui import pages_runs
+    from stop.ui.site import BadRequest
+
+    root = tmp_path / "runs"
+    for i in range(7):
+        d = root / f"2026010{i + 1}-000000-r{i}"
+        d.mkdir(parents=True)
+        cfg = {"task": "parity_noise", "rounds": 1}
+        (d / "config.json").write_text(json.dumps(cfg))
+        start = {"seq": 0, "ts": 1000.0 + i, "type": "run_start", "config": cfg}
+        end = {"seq": 1, "ts": 1001.0 + i, "type": "run_end", "status": "finished"}
+        (d / "events.jsonl").write_text(json.dumps(start) + "\n" + json.dumps(end) + "\n")
+    site = Site(root, None)
+
+    def ids(html: str) -> list[str]:
+        return re.findall(r'data-run="([^"]+)"', html)
+
+    page2 = pages_runs.runs_table(site, {}, {"per": "3", "page": "2", "task": "parity_noise"}).body
+    assert ids(page2) == ["20260104-000000-r3", "20260103-000000-r2", "20260102-000000-r1"]
+    assert 'id="runs-count">7<' in page2 and "4–6" in page2 and "page 2 of 3" in page2
+    links = dict(re.findall(r'rel="(prev|next)" href="/\?([^"]+)"', page2))
+    assert links["prev"].endswith("page=1") and links["next"].endswith("page=3")
+    assert "task=parity_noise" in links["next"] and "per=3" in links["next"]
+    last = pages_runs.runs_table(site, {}, {"per": "3", "page": "9"}).body  # past the end
+    assert ids(last) == ["20260101-000000-r0"] and 'rel="next"' not in last
+    whole = pages_runs.runs_table(site, {}, {}).body  # 7 runs fit the default page
+    assert len(ids(whole)) == 7 and "runs-pages" not in whole
+    page = pages_runs.runs_page(site, {}, {"per": "3", "page": "2"}).body
+    assert 'data-poll-src="/runs/table?per=3&amp;page=2"' in page  # the live update keeps the page
+    for bad in ({"page": "0"}, {"page": "two"}, {"per": "5000"}):
+        with pytest.raises(BadRequest) as e:
+            pages_runs.runs_table(site, {}, bad)
+        assert "\n" not in str(e.value) and "whole number" in str(e.value)
