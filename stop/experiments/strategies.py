@@ -95,17 +95,18 @@ class _Tree:
                 self.parent[id(child)] = node
         helpers = {f.name: f for f in ast.walk(tree)
                    if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)}
-        # Only code that runs counts: module level, improve_algorithm and what it reaches (a
-        # copied meta_utility that nothing calls is text, not strategy).
+        # Only code that runs counts: module level, improve_algorithm (tag_source has checked
+        # that it is defined) and what it reaches (a copied meta_utility that nothing calls is
+        # text, not strategy).
         self.reachable: set[str] = set()
-        todo = ["improve_algorithm"] if "improve_algorithm" in helpers else list(helpers)
+        todo = ["improve_algorithm"]
         while todo:
             name = todo.pop()
             if name not in self.reachable:
                 self.reachable.add(name)
                 todo += [n for n in _names(helpers[name]) if n in helpers]
-        live = self.nodes = [n for n in ast.walk(tree) if self.live(n)]
-        self.calls = [n for n in live if isinstance(n, ast.Call)]
+        self.nodes = [n for n in ast.walk(tree) if self.live(n)]
+        self.calls = [n for n in self.nodes if isinstance(n, ast.Call)]
         helpers = {k: f for k, f in helpers.items() if k in self.reachable}
         reaching: set[str] = set()
         while True:  # local functions that (through each other) call the model
@@ -120,7 +121,7 @@ class _Tree:
             isinstance(c.func, ast.Name) and c.func.id in reaching)]
         self.direct = [c for c in self.calls if _called(c) in MODEL_METHODS]
         self.words: dict[str, list[int]] = {}
-        for node in live:
+        for node in self.nodes:
             name = (node.id if isinstance(node, ast.Name) else node.attr
                     if isinstance(node, ast.Attribute) else node.name
                     if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) else node.arg
@@ -129,7 +130,7 @@ class _Tree:
                 for w in _words(name):
                     self.words.setdefault(w, []).append(node.lineno)
         self.assigns: dict[str, list[ast.AST]] = {}
-        for node in live:
+        for node in self.nodes:
             for target, value in _assignments(node):
                 for n in _names(target):
                     self.assigns.setdefault(n, []).append(value)
