@@ -26,12 +26,16 @@ CHAN = None  # set by the harness: the channel findings go out on
 PROTECTED = ()  # set by the harness: its stub classes, whose attributes are budgets
 
 
-def candidate_line(frame=None):
-    """The innermost candidate source line on the stack (what a finding cites)."""
+def candidate_line(frame=None, own_acts_only=False):
+    """The innermost candidate source line on the stack (what a finding cites). With
+    `own_acts_only`, None when an installed library's import runs between it and the frame:
+    what the library's module body does is not the candidate's act."""
     f = frame or sys._getframe(1)
     while f is not None:
         if f.f_code.co_filename == CANDIDATE_FILE:
             return f.f_lineno
+        if own_acts_only and _library_import(f):
+            return None
         f = f.f_back
     return None
 
@@ -52,19 +56,6 @@ def _library_import(frame):
         return False
     module = sys.modules.get(frame.f_globals.get("__name__"))
     return module is not None and vars(module) is frame.f_globals
-
-
-def attributed_line(frame):
-    """The candidate line an event is charged to: the innermost candidate line on the stack,
-    unless a library's import runs between it and the event (None: not the candidate's act)."""
-    f = frame
-    while f is not None:
-        if f.f_code.co_filename == CANDIDATE_FILE:
-            return f.f_lineno
-        if _library_import(f):
-            return None
-        f = f.f_back
-    return None
 
 
 SECRET_MARKS = ("/environ", "/.ssh", "/.aws", "/.config/gcloud", "/.docker", "/run/secrets",
@@ -236,7 +227,7 @@ def audit_hook(event, args):
             # exec/compile also run every imported module: count only the candidate's own calls
             line = caller.f_lineno if caller.f_code.co_filename == CANDIDATE_FILE else None
         else:
-            line = attributed_line(caller)
+            line = candidate_line(caller, own_acts_only=True)
         if line is None:
             return
         hit = classify(event, args)
