@@ -30,4 +30,4 @@ doctor:
 	@$(STOP) doctor
 
 lint:
-	$(VENV)/bin/ruff check stop tests
+	$(VENV)/bin/ruff check .

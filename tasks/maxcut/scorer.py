@@ -6,8 +6,8 @@ cut (rarely possible) 1.0.
 
 import numpy as np
 
-from stop.tasks.checks import WrongType, integer, sequence
 from stop.tasks import Instance
+from stop.tasks.checks import WrongType, integer, sequence
 
 MIN_N, MAX_N = 50, 200
 P_EDGE = 0.4

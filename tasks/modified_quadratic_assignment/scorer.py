@@ -7,8 +7,8 @@ instance from the same seeded generator (fixed per instance, never seen by the c
 
 import numpy as np
 
-from stop.tasks.checks import int_vector
 from stop.tasks import Instance
+from stop.tasks.checks import int_vector
 
 N = 15
 LAMBDA = 0.5

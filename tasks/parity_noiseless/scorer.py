@@ -1,7 +1,7 @@
 """Learning parity without noise: hidden instance generator and scorer (host only)."""
 
-from stop.tasks.checks import binary_vector
 from stop.tasks import Instance
+from stop.tasks.checks import binary_vector
 
 N_BITS = 10
 P_TRUE = 0.3

@@ -1,7 +1,7 @@
 """String grid distance: hidden instance generator and scorer (host only)."""
 
-from stop.tasks.checks import exact_str
 from stop.tasks import Instance
+from stop.tasks.checks import exact_str
 
 
 def grid_dist(s: str, t: str) -> int:

@@ -1,7 +1,7 @@
 """Random 3-SAT with a planted solution: hidden instance generator and scorer (host only)."""
 
-from stop.tasks.checks import WrongShape, integer, sequence
 from stop.tasks import Instance
+from stop.tasks.checks import WrongShape, integer, sequence
 
 MIN_N, MAX_N = 5, 50
 CLAUSES_PER_VAR = 4
