@@ -5,19 +5,22 @@ validation instances, scored on the host):
 
   in-process         exec() in the orchestrator (unsafe; what the original STOP code does)
   subprocess         a bare `python` child per candidate (no isolation at all)
+  subprocess-1t      the same with one BLAS/OpenMP thread, as the harness runs NumPy
   docker-cold        a fresh hardened container per candidate, started on demand (runc)
   docker-pool        a fresh hardened container per candidate, pre-started by the pool (runc)
   runsc-cold         the same under gVisor's runsc (when the engine has it)
   runsc-pool         the pool under runsc
 
 Usage: python benchmarks/bench_sandbox.py [--n 200] [--instances 3] [--pool 3] [--blocks 5]
-                                          [--runtimes runc,runsc] [--profile N]
+                                          [--runtimes runc,runsc] [--profile N] [--latency K]
 The modes run interleaved, in --blocks slices each, so other work on the machine weighs on all
 of them alike; a Docker mode's slice is timed until its containers are removed and its pool is
 full again (the pool pays for every container it used). Writes benchmarks/results/sandbox.json and prints ratios and per-candidate overhead. With
 --profile N it also times every phase of N pooled executions per runtime (engine calls, the
 harness's start, the candidate, the wait after the closing frame) and the CPU the engine,
-the shims and runc, and the containers used per candidate (sandbox_profile.py).
+the shims and runc, and the containers used per candidate (sandbox_profile.py). With --latency K
+it times K single candidates per mode with the pool full and the machine otherwise idle before
+each: the latency a round sees when a candidate comes between two model calls.
 """
 
 from __future__ import annotations
@@ -98,13 +101,17 @@ def run_in_process(task, insts, sources):
     return scores
 
 
-def run_subprocess(task, insts, sources):
+# What the harness sets before NumPy loads, for a container of one CPU (sandbox/harness.py).
+ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def run_subprocess(task, insts, sources, env=None):
     scores = []
     calls = [[np.asarray(a).tolist() for a in i.args] for i in insts]
     for src in sources:
         p = subprocess.run([sys.executable, "-I", "-c", BARE_RUNNER], capture_output=True,
                            input=json.dumps({"source": src, "calls": calls}).encode(),
-                           timeout=60, env={})
+                           timeout=60, env=env or {})
         values = [np.array(v) for v in json.loads(p.stdout)]
         scores.append(grade(task, insts, values))
     return scores
@@ -160,6 +167,30 @@ def profile(task, image: str, runtime: str, pool: int, n: int, sources: list[str
             "phases": sb.t.table(), "cpu_ms_per_candidate": cpu}
 
 
+def latency(task, insts, boxes: dict, pool: int, k: int, sources: list[str]) -> dict:
+    """Median ms of one candidate at a time with the machine otherwise idle: the pool is full
+    and every used container removed before each (what a round sees between model calls)."""
+    out: dict[str, float] = {}
+    runners = {"subprocess": lambda s: run_subprocess(task, insts, s),
+               "subprocess-1t": lambda s: run_subprocess(task, insts, s, ONE_THREAD)}
+    for name, sb in boxes.items():
+        if name.endswith("-pool"):
+            runners[name] = lambda s, sb=sb: run_sandbox(task, sb, s)
+    times: dict[str, list[float]] = {m: [] for m in runners}
+    for i in range(k):
+        for name, run in runners.items():
+            sb = boxes.get(name)
+            if sb is not None:
+                settle(sb, pool)
+            time.sleep(0.2)
+            t0 = time.perf_counter()
+            run(sources[i:i + 1])
+            times[name].append(time.perf_counter() - t0)
+    for name, xs in times.items():
+        out[name] = round(1000 * float(np.median(xs)), 1)
+    return out
+
+
 def print_profile(p: dict) -> None:
     print(f"\nprofile, {p['runtime']} pool: {p['n']} executions, "
           f"{p['per_candidate_ms']} ms per candidate")
@@ -181,6 +212,8 @@ def main() -> None:
                     help="slices per mode, interleaved across modes")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="also time the phases of N pooled executions per runtime")
+    ap.add_argument("--latency", type=int, default=0, metavar="K",
+                    help="also the median time of K single candidates with the machine idle")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/sandbox.json")
     args = ap.parse_args()
 
@@ -206,7 +239,9 @@ def main() -> None:
     # its containers are removed and its pool is full again: the pool is charged for every
     # container it used, the ones it started before the slice included.
     runners: dict[str, Any] = {"in-process": lambda srcs: run_in_process(task, insts, srcs),
-                               "subprocess": lambda srcs: run_subprocess(task, insts, srcs)}
+                               "subprocess": lambda srcs: run_subprocess(task, insts, srcs),
+                               "subprocess-1t": lambda srcs: run_subprocess(task, insts, srcs,
+                                                                            ONE_THREAD)}
     boxes: dict[str, Any] = {}
     for rt in runtimes:
         label = "docker" if rt == "runc" else rt
@@ -237,6 +272,7 @@ def main() -> None:
             loads.append(round(os.getloadavg()[0], 2))
             print(f"[bench] block {k + 1}/{args.blocks} done (load {loads[-1]})",
                   file=sys.stderr, flush=True)
+        lat = latency(task, insts, boxes, args.pool, args.latency, sources) if args.latency else {}
     finally:
         for sb in boxes.values():
             sb.close()
@@ -254,14 +290,17 @@ def main() -> None:
     for m in modes.values():
         m["overhead_ms_vs_in_process"] = round(m["per_candidate_ms"] - base, 2)
         m["throughput_vs_subprocess"] = round(m["throughput_per_s"] / bare, 3)
+        m["throughput_vs_subprocess_1t"] = round(
+            m["throughput_per_s"] / modes["subprocess-1t"]["throughput_per_s"], 3)
     result = {
         "n_candidates": args.n, "instances_per_candidate": args.instances,
         "pool_size": args.pool, "image": image, "runtimes": runtimes, "modes": modes,
         "pool_vs_subprocess": modes.get("docker-pool", {}).get("throughput_vs_subprocess"),
+        "pool_vs_subprocess_1t": modes.get("docker-pool", {}).get("throughput_vs_subprocess_1t"),
         "runsc_pool_vs_subprocess": modes.get("runsc-pool", {}).get("throughput_vs_subprocess"),
         "goal_pool_ge_1_0x_subprocess": (modes.get("docker-pool", {})
                                          .get("throughput_vs_subprocess", 0) >= 1.0),
-        "profiles": profiles,
+        "profiles": profiles, "latency_ms_one_at_a_time": lat,
         "blocks": args.blocks, "load_avg_1m_per_block": loads,
         "machine": {"cpus": os.cpu_count(), "load_avg_1m_before": round(load0[0], 2),
                     "load_avg_1m_after": round(os.getloadavg()[0], 2),
@@ -270,14 +309,20 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'mode':<12} {'ms/cand':>9} {'cand/s':>8} {'vs subproc':>10} {'overhead ms':>12}")
+    print(f"{'mode':<14} {'ms/cand':>9} {'cand/s':>8} {'vs subproc':>10} {'vs 1t':>6} "
+          f"{'overhead ms':>12}")
     for name, m in modes.items():
-        print(f"{name:<12} {m['per_candidate_ms']:>9.1f} {m['throughput_per_s']:>8.2f} "
-              f"{m['throughput_vs_subprocess']:>10.2f} {m['overhead_ms_vs_in_process']:>12.1f}")
+        print(f"{name:<14} {m['per_candidate_ms']:>9.1f} {m['throughput_per_s']:>8.2f} "
+              f"{m['throughput_vs_subprocess']:>10.2f} {m['throughput_vs_subprocess_1t']:>6.2f} "
+              f"{m['overhead_ms_vs_in_process']:>12.1f}")
     for p in profiles:
         print_profile(p)
+    if lat:
+        print(f"one candidate at a time, machine otherwise idle (median of {args.latency}): " +
+              ", ".join(f"{k} {v} ms" for k, v in lat.items()))
     print(f"pool / subprocess = {result['pool_vs_subprocess']} (goal >= 1.0: "
-          f"{'met' if result['goal_pool_ge_1_0x_subprocess'] else 'NOT met'}); runsc pool / "
+          f"{'met' if result['goal_pool_ge_1_0x_subprocess'] else 'NOT met'}); pool / "
+          f"one-thread subprocess = {result['pool_vs_subprocess_1t']}; runsc pool / "
           f"subprocess = {result['runsc_pool_vs_subprocess']}; load average "
           f"{load0[0]:.1f} before, {os.getloadavg()[0]:.1f} after; written to {args.out}")
 

@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 MAX_DEPTH = 64
+_NUMBERS = frozenset((int, float, bool))
 
 
 class Opaque:
@@ -49,8 +50,10 @@ def _numpy_encode(x: Any) -> Any:
     if type(x) is np.ndarray:
         if x.dtype.kind not in "biuf":
             return {"__opaque__": f"numpy.ndarray[{x.dtype}]"}
-        return {"__ndarray__": {"dtype": str(x.dtype), "shape": list(x.shape),
-                                "data": [_float_ok(v) for v in x.ravel().tolist()]}}
+        data = x.ravel().tolist()
+        if x.dtype.kind == "f" and not np.isfinite(x).all():  # only then an element needs a tag
+            data = [_float_ok(v) for v in data]
+        return {"__ndarray__": {"dtype": str(x.dtype), "shape": list(x.shape), "data": data}}
     if isinstance(x, np.generic) and type(x).__module__ == "numpy":
         if x.dtype.kind not in "biuf":
             return {"__opaque__": f"numpy.{type(x).__name__}"}
@@ -123,7 +126,10 @@ def _dtype(name: str) -> str:
 def _decode_array(body: dict) -> Any:
     import numpy as np
 
-    data = [decode(v) for v in body["data"]]
+    raw = body["data"]
+    # A plain list of numbers is the array's data as it is; anything tagged is decoded first.
+    plain = type(raw) is list and all(type(v) in _NUMBERS for v in raw)
+    data = raw if plain else [decode(v) for v in raw]
     shape = tuple(int(s) for s in body["shape"])
     return np.array(data, dtype=_dtype(body["dtype"])).reshape(shape)
 

@@ -146,7 +146,7 @@ class DockerSandbox:
 
     def _create(self, limits: ExecLimits) -> str:
         c = self.api.create_container(
-            **container_args(self.image, {**self.labels, LABEL: "1", OWNER: _owner_id()}),
+            **container_args(self.image, {**self.labels, LABEL: "1", OWNER: _owner_id()}, limits),
             host_config=host_config(self.api, limits, self.runtime))
         cid = c["Id"]
         with _LIVE_LOCK:

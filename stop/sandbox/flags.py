@@ -16,7 +16,6 @@ from typing import Any
 from stop.sandbox.records import ExecLimits
 from stop.sandbox.runtimes import host_pids, nproc_ulimit
 
-HARNESS_CMD = ["python3", "-I", "/opt/stop/harness.py"]
 USER = "65534:65534"
 
 
@@ -44,8 +43,15 @@ def host_config(api: Any, limits: ExecLimits, runtime: str) -> dict[str, Any]:
     )
 
 
-def container_args(image: str, labels: dict[str, str]) -> dict[str, Any]:
+def harness_cmd(limits: ExecLimits, python: str = "python3",
+                path: str = "/opt/stop/harness.py") -> list[str]:
+    """The harness's command line: isolated Python, and the library thread count (the harness
+    sets it before NumPy loads, then empties the environment)."""
+    return [python, "-I", path, "--threads", str(limits.threads)]
+
+
+def container_args(image: str, labels: dict[str, str], limits: ExecLimits) -> dict[str, Any]:
     """The rest of create_container's arguments: the harness as nobody, nothing inherited."""
-    return {"image": image, "command": HARNESS_CMD, "user": USER, "environment": {},
+    return {"image": image, "command": harness_cmd(limits), "user": USER, "environment": {},
             "working_dir": "/tmp", "hostname": "sandbox", "stdin_open": True, "tty": False,
             "network_disabled": True, "labels": labels}

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from stop.paths import sandbox_dir
 from stop.sandbox.execution import ExecRecorder, Execution, error_result, report, warn
+from stop.sandbox.flags import harness_cmd
 from stop.sandbox.jobs import Job
 from stop.sandbox.records import ExecLimits, ExecResult
 from stop.sandbox.services import ServiceHandler
@@ -57,7 +58,8 @@ class ProcessSandbox:
         scratch = tempfile.mkdtemp(prefix="stop-scratch-")
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", str(self._dir / "harness.py")], stdin=subprocess.PIPE,
+                harness_cmd(limits, sys.executable, str(self._dir / "harness.py")),
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=scratch,
                 env={"PATH": "/usr/bin:/bin"}, start_new_session=True,
                 preexec_fn=lambda: _limit(limits))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,6 +38,12 @@ class ExecLimits:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def threads(self) -> int:
+        """How many BLAS and OpenMP threads the harness lets the libraries start: the CPUs the
+        container may use, rounded up (more would only spin on CPU its quota does not give)."""
+        return max(1, math.ceil(self.cpus))
 
 
 @dataclass

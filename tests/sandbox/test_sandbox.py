@@ -92,6 +92,25 @@ def test_the_container_is_hardened_as_seen_from_inside(sandbox):
     assert {f.rule for f in r.findings} >= {"network"}
 
 
+THREADS = """
+import os
+def algorithm():
+    return {"tasks": len(os.listdir("/proc/self/task")), "env": dict(os.environ)}
+"""
+
+
+def test_library_thread_pools_are_as_wide_as_the_cpu_limit(sandbox):
+    # NumPy's OpenBLAS would start a thread per host core; the harness sizes it to the limit
+    # before NumPy loads, and the candidate still sees an empty environment.
+    seen = {}
+    for cpus in (1, 2):
+        r = solve(sandbox, THREADS, [[]], limits=ExecLimits(wall_s=10, cpus=cpus))
+        assert r.status == "ok", r.stderr
+        seen[cpus] = r.value[0]["value"]
+        assert seen[cpus]["env"] == {}
+    assert seen[2]["tasks"] == seen[1]["tasks"] + 1
+
+
 def test_engine_config_has_every_hardening_flag(sandbox):
     limits = ExecLimits(memory_mb=200, pids=32, cpus=0.5, nofile=100, fsize_mb=4, tmpfs_mb=8)
     cid = sandbox._create(limits)
@@ -109,6 +128,7 @@ def test_engine_config_has_every_hardening_flag(sandbox):
     assert ul == {"nofile": 100, "fsize": 4 * 1024 * 1024, "core": 0}
     assert not h.get("Binds") and not info["Mounts"] and not h.get("Privileged")
     assert c["User"] == "65534:65534" and c["Cmd"][:2] == ["python3", "-I"]
+    assert c["Cmd"][-2:] == ["--threads", "1"]
     assert not any(e.split("=")[0] not in ("PATH", "HOSTNAME") for e in c.get("Env") or [])
 
 
@@ -207,7 +227,9 @@ def test_containers_of_a_dead_process_are_reaped(sandbox):
 
 
 INTERRUPTED = """
-import sys
+import signal, sys
+# Ctrl-C as in a terminal, even when these tests run as a background job (which ignores SIGINT)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from stop.sandbox.docker import DockerSandbox
 from stop.sandbox.jobs import SolveJob
 from stop.sandbox.records import ExecLimits

@@ -52,3 +52,21 @@ def test_refused_dtypes_do_not_decode():
     except (ValueError, TypeError):
         return
     raise AssertionError("object dtype decoded")
+
+
+def test_arrays_keep_their_non_finite_elements_and_refuse_tagged_ones_where_none_belong():
+    f = np.array([[1.5, np.nan], [np.inf, -np.inf]], dtype=np.float32)
+    wire = json.loads(dumps(f))  # strict JSON: the non-finite elements travel as tags
+    assert wire["__ndarray__"]["data"][0] == 1.5 and wire["__ndarray__"]["data"][1] == {
+        "__float__": "nan"}
+    back = decode(wire)
+    assert back.dtype == np.float32 and back.shape == (2, 2)
+    assert np.isnan(back[0, 1]) and back[1, 0] == np.inf and back[1, 1] == -np.inf
+    assert json.loads(dumps(np.arange(4)))["__ndarray__"]["data"] == [0, 1, 2, 3]
+    forged = {"__ndarray__": {"dtype": "int64", "shape": [2],
+                              "data": [1, {"__opaque__": "x"}]}}
+    try:
+        decode(forged)
+    except (ValueError, TypeError):
+        return
+    raise AssertionError("an int array decoded with an opaque element")
