@@ -168,7 +168,7 @@ def profile(task, image: str, runtime: str, pool: int, n: int, sources: list[str
 
 
 def latency(task, insts, boxes: dict, pool: int, k: int, sources: list[str]) -> dict:
-    """Median ms of one candidate at a time with the machine otherwise idle: the pool is full
+    """Median ms of one candidate at a time with the machine otherwise idle: every pool is full
     and every used container removed before each (what a round sees between model calls)."""
     out: dict[str, float] = {}
     runners = {"subprocess": lambda s: run_subprocess(task, insts, s),
@@ -179,8 +179,7 @@ def latency(task, insts, boxes: dict, pool: int, k: int, sources: list[str]) -> 
     times: dict[str, list[float]] = {m: [] for m in runners}
     for i in range(k):
         for name, run in runners.items():
-            sb = boxes.get(name)
-            if sb is not None:
+            for sb in boxes.values():  # every pool full, no container of any mode starting
                 settle(sb, pool)
             time.sleep(0.2)
             t0 = time.perf_counter()

@@ -138,9 +138,10 @@ def _cgroup_cpu() -> float | None:
 
 class CpuMeter:
     """CPU used, between start() and stop(), per candidate: by the engine's daemons, by the
-    per-container shims with the runc processes they run (sampled every 50 ms while they live,
-    so a little of each shim's last moments is missed), by the containers (cgroup accounting),
-    by this process, and by the whole machine (which includes other work on it)."""
+    per-container shims with the children they reaped (runc, and the container's own processes,
+    which the cgroup counts too; sampled every 50 ms while they live, so a little of each shim's
+    last moments is missed), by the containers (cgroup accounting), by this process, and by the
+    whole machine (which includes other work on it)."""
 
     def start(self) -> None:
         self.daemons = {n: _pids(n) for n in ("dockerd", "containerd")}
@@ -172,5 +173,5 @@ class CpuMeter:
         self._sampler.join()
         out = {k: (None if self.a[k] is None or b[k] is None
                    else round(1000 * (b[k] - self.a[k]) / n, 1)) for k in b}
-        out["shims + runc"] = round(1000 * sum(self.shims.values()) / n, 1)
+        out["shims + reaped children"] = round(1000 * sum(self.shims.values()) / n, 1)
         return out
