@@ -7,10 +7,15 @@ skip, when the engine is unreachable, unless STOP_ALLOW_SKIP=1 is set.
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
 _DOCKER_STATE: list[str | None] = []
+
+# Ctrl-C as in a terminal, even when the suite runs as a background job (which starts with SIGINT
+# ignored, and passes that on to every child): the tests that interrupt a child need it caught.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def check_docker() -> None:

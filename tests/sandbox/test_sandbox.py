@@ -227,9 +227,7 @@ def test_containers_of_a_dead_process_are_reaped(sandbox):
 
 
 INTERRUPTED = """
-import signal, sys
-# Ctrl-C as in a terminal, even when these tests run as a background job (which ignores SIGINT)
-signal.signal(signal.SIGINT, signal.default_int_handler)
+import sys
 from stop.sandbox.docker import DockerSandbox
 from stop.sandbox.jobs import SolveJob
 from stop.sandbox.records import ExecLimits
