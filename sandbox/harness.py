@@ -21,23 +21,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True
-
-
-def _threads(argv):
-    """``--threads N`` from the host (the CPUs the container may use), else 1."""
-    if "--threads" in argv[:-1]:
-        n = argv[argv.index("--threads") + 1]
-        if n.isdigit() and 0 < int(n) <= 256:
-            return n
-    return "1"
-
-
-# The libraries' thread pools are only as wide as the CPU limit. Left to itself, NumPy's OpenBLAS
-# starts a thread per host core at import, and they spin on CPU the container's quota does not
-# give it (about 130 ms of CPU per container). The environment is emptied before the candidate
-# runs (tripwires.install); the pools are sized by then.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = _threads(sys.argv)
+__import__("threads")  # first of all: it sizes the libraries' thread pools before NumPy loads
 
 import codec  # noqa: E402
 import numpy  # noqa: E402,F401  (preloaded: its imports are not the candidate's)

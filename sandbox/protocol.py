@@ -33,5 +33,8 @@ METHODS = (UTILITY, BATCH_PROMPT)
 # has arrived (one pipe keeps its order), so it stops waiting; the mark itself is not kept.
 STDERR_END = b"\x00stop:stderr-end:"
 
+# The harness's command-line option for the width of the libraries' thread pools (threads.py).
+THREADS_ARG = "--threads"
+
 # Status of one call of a solve job.
 CALL_STATUSES = ("ok", "error", "timeout")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stop.container import protocol
 from stop.sandbox.records import ExecLimits
 from stop.sandbox.runtimes import host_pids, nproc_ulimit
 
@@ -47,7 +48,7 @@ def harness_cmd(limits: ExecLimits, python: str = "python3",
                 path: str = "/opt/stop/harness.py") -> list[str]:
     """The harness's command line: isolated Python, and the library thread count (the harness
     sets it before NumPy loads, then empties the environment)."""
-    return [python, "-I", path, "--threads", str(limits.threads)]
+    return [python, "-I", path, protocol.THREADS_ARG, str(limits.threads)]
 
 
 def container_args(image: str, labels: dict[str, str], limits: ExecLimits) -> dict[str, Any]:
