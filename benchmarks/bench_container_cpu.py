@@ -37,32 +37,26 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-HARNESS = "/opt/stop/harness.py"
-
-
-def machine_cpu_s() -> float:
-    """CPU seconds of all work on the machine so far (user, nice, system, irq, softirq)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def runc_bundle(api, image: str) -> str:
     """An OCI bundle of the image's files for `runc run` (runc's default spec, /bin/true)."""
-    import io
     import tarfile
 
     top = Path(tempfile.mkdtemp(prefix="stop-bench-runc-"))
-    bundle, rootfs = top / "bundle", top / "bundle" / "rootfs"
+    bundle, rootfs, tar_path = top / "bundle", top / "bundle" / "rootfs", top / "rootfs.tar"
     rootfs.mkdir(parents=True)
     c = api.create_container(image, command=["/bin/true"])
     try:
-        data = b"".join(api.export(c["Id"]))
+        with tar_path.open("wb") as f:  # the image's files, streamed to disk (hundreds of MB)
+            for chunk in api.export(c["Id"]):
+                f.write(chunk)
     finally:
         api.remove_container(c["Id"], force=True)
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+    with tarfile.open(tar_path) as tar:
         tar.extractall(rootfs, filter="tar")
+    tar_path.unlink()
     subprocess.run(["runc", "spec"], cwd=bundle, check=True)
     spec = json.loads((bundle / "config.json").read_text())
     spec["process"].update(args=["/bin/true"], terminal=False)
@@ -78,24 +72,30 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/container_cpu.json")
     args = ap.parse_args()
 
-    import docker
+    import dataclasses
 
-    from stop.sandbox.flags import container_args, host_config
+    import docker
+    from bench_sandbox import ONE_THREAD
+    from sandbox_profile import machine_cpu_s
+
+    from stop.sandbox.flags import container_args, harness_cmd, host_config
     from stop.sandbox.image import ensure_image
     from stop.sandbox.records import ExecLimits
 
     api = docker.from_env(timeout=60).api
     image = ensure_image()
     limits = ExecLimits()
-    cores = str(os.cpu_count() or 1)
-    one = {"OPENBLAS_NUM_THREADS": "1"}
+    cores = os.cpu_count() or 1
+    # The harness's command line for a container of one CPU, and as if its pools were as wide as
+    # the host (only the command differs: every container gets the same limits).
+    wide = harness_cmd(dataclasses.replace(limits, cpus=float(cores)))
     variants: dict[str, tuple[list[str], dict[str, str]]] = {
         "/bin/true": (["/bin/true"], {}),
         "python": (["python3", "-I", "-c", "pass"], {}),
         "python + numpy": (["python3", "-I", "-c", "import numpy"], {}),
-        "python + numpy (1t)": (["python3", "-I", "-c", "import numpy"], one),
-        "harness, 1 thread": (["python3", "-I", HARNESS, "--threads", "1"], {}),
-        f"harness, {cores} threads": (["python3", "-I", HARNESS, "--threads", cores], {}),
+        "python + numpy (1t)": (["python3", "-I", "-c", "import numpy"], ONE_THREAD),
+        "harness, 1 thread": (harness_cmd(limits), {}),
+        f"harness, {cores} threads": (wide, {}),
     }
 
     def life(cmd: list[str], env: dict[str, str]) -> None:

@@ -167,27 +167,20 @@ def profile(task, image: str, runtime: str, pool: int, n: int, sources: list[str
             "phases": sb.t.table(), "cpu_ms_per_candidate": cpu}
 
 
-def latency(task, insts, boxes: dict, pool: int, k: int, sources: list[str]) -> dict:
+def latency(runners: dict, boxes: dict, pool: int, k: int, sources: list[str]) -> dict:
     """Median ms of one candidate at a time with the machine otherwise idle: every pool is full
     and every used container removed before each (what a round sees between model calls)."""
-    out: dict[str, float] = {}
-    runners = {"subprocess": lambda s: run_subprocess(task, insts, s),
-               "subprocess-1t": lambda s: run_subprocess(task, insts, s, ONE_THREAD)}
-    for name, sb in boxes.items():
-        if name.endswith("-pool"):
-            runners[name] = lambda s, sb=sb: run_sandbox(task, sb, s)
-    times: dict[str, list[float]] = {m: [] for m in runners}
+    names = [m for m in runners if m.startswith("subprocess") or m.endswith("-pool")]
+    times: dict[str, list[float]] = {m: [] for m in names}
     for i in range(k):
-        for name, run in runners.items():
+        for name in names:
             for sb in boxes.values():  # every pool full, no container of any mode starting
                 settle(sb, pool)
             time.sleep(0.2)
             t0 = time.perf_counter()
-            run(sources[i:i + 1])
+            runners[name](sources[i:i + 1])
             times[name].append(time.perf_counter() - t0)
-    for name, xs in times.items():
-        out[name] = round(1000 * float(np.median(xs)), 1)
-    return out
+    return {name: round(1000 * float(np.median(xs)), 1) for name, xs in times.items()}
 
 
 def print_profile(p: dict) -> None:
@@ -271,7 +264,7 @@ def main() -> None:
             loads.append(round(os.getloadavg()[0], 2))
             print(f"[bench] block {k + 1}/{args.blocks} done (load {loads[-1]})",
                   file=sys.stderr, flush=True)
-        lat = latency(task, insts, boxes, args.pool, args.latency, sources) if args.latency else {}
+        lat = latency(runners, boxes, args.pool, args.latency, sources) if args.latency else {}
     finally:
         for sb in boxes.values():
             sb.close()

@@ -122,10 +122,11 @@ def _proc_cpu(pid: int) -> float:
     return (int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])) / CLK  # incl. reaped children
 
 
-def _machine_busy() -> float:
+def machine_cpu_s() -> float:
+    """CPU seconds of all work on the machine so far: user, nice, system, irq and softirq (not
+    idle or iowait, nor steal, which is the hypervisor's)."""
     f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = f[3] + f[4]
-    return (sum(f[:8]) - idle) / CLK
+    return (f[0] + f[1] + f[2] + f[5] + f[6]) / CLK
 
 
 def _cgroup_cpu() -> float | None:
@@ -164,7 +165,7 @@ class CpuMeter:
                                         for n, pids in self.daemons.items()}
         out["containers (cgroup)"] = _cgroup_cpu()
         out["this process"] = t.user + t.system + t.children_user + t.children_system
-        out["machine (all work)"] = _machine_busy()
+        out["machine (all work)"] = machine_cpu_s()
         return out
 
     def stop(self, n: int) -> dict[str, float | None]:

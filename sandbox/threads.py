@@ -25,5 +25,4 @@ def count(argv):
     return "1"
 
 
-for _var in VARS:
-    os.environ[_var] = count(sys.argv)
+os.environ.update(dict.fromkeys(VARS, count(sys.argv)))
